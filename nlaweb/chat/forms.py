@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+
+class MessageForm(forms.Form):
+    content = forms.CharField(
+        strip=True,
+        error_messages={"required": "Write a message first: an empty message cannot be sent."},
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Message the model…"}),
+    )
+
+    def clean_content(self) -> str:
+        content: str = self.cleaned_data["content"]
+        limit = settings.MAX_MESSAGE_CHARS
+        if len(content) > limit:
+            raise forms.ValidationError(
+                f"This message has {len(content)} characters; the limit is {limit}. Shorten it and send again."
+            )
+        return content
+
+
+class ExplainForm(forms.Form):
+    position = forms.IntegerField(
+        min_value=0,
+        error_messages={
+            "required": "Pick a token to explain.",
+            "invalid": "The token position must be a whole number.",
+            "min_value": "Token positions start at 0.",
+        },
+    )

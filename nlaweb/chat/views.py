@@ -1,0 +1,62 @@
+"""Chat pages. Each view: authorize, parse, call one domain function, render."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from nlaweb.chat.conversation import ReplyInProgress, send_message, start_conversation, thread_view
+from nlaweb.chat.forms import MessageForm
+from nlaweb.chat.models import Conversation
+from nlaweb.sources import build_figures, get_source
+
+
+def owned(request: HttpRequest, conversation_id: str) -> Conversation:
+    """The conversation if the user owns it; 404 otherwise (no hint that it exists)."""
+    return get_object_or_404(Conversation, pk=conversation_id, owner_id=request.user.pk)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    conversations = Conversation.objects.filter(owner_id=request.user.pk)[:50]
+    return render(request, "chat/home.html", {"conversations": conversations})
+
+
+@require_POST
+def new_conversation(request: HttpRequest) -> HttpResponse:
+    conversation = start_conversation(request.user)  # type: ignore[arg-type]
+    return redirect("conversation", conversation_id=conversation.id)
+
+
+def _context(conversation: Conversation, form: MessageForm | None = None) -> dict[str, object]:
+    source = get_source(conversation.source_id)
+    return {
+        "view": thread_view(conversation),
+        "form": form or MessageForm(),
+        "source": source,
+        "figures": build_figures(conversation.source_id) if source else {},
+    }
+
+
+@require_GET
+def conversation(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conv = owned(request, conversation_id)
+    template = "chat/conversation.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        template += "#thread"
+    return render(request, template, _context(conv))
+
+
+@require_POST
+def send(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conv = owned(request, conversation_id)
+    form = MessageForm(request.POST)
+    if form.is_valid():
+        try:
+            send_message(conv, form.cleaned_data["content"])
+            form = MessageForm()
+        except ReplyInProgress as exc:
+            form.add_error("content", str(exc))
+    conv.refresh_from_db()
+    return render(request, "chat/conversation.html#chat", _context(conv, form))

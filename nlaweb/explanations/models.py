@@ -1,0 +1,67 @@
+"""One AV explanation of one token: keyed by (snapshot, position, source, generation settings), so a
+repeated click is a lookup. Saved as `queued` before the job is enqueued; the worker moves it through
+`running` to `done` or `failed` with a reason a person can read."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Explanation(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    snapshot = models.ForeignKey(
+        "chat.Snapshot", on_delete=models.CASCADE, related_name="explanations"
+    )
+    position = models.PositiveIntegerField()
+    source_id = models.CharField(max_length=100)
+    settings_key = models.CharField(max_length=200)
+    settings = models.JSONField(default=dict)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=32, default="queued")
+    token_id = models.IntegerField(null=True, blank=True)
+    token_text = models.CharField(max_length=200, blank=True)
+
+    text = models.TextField(blank=True)
+    raw_text = models.TextField(blank=True)
+    truncated = models.BooleanField(default=False)
+    mse = models.FloatField(null=True, blank=True)
+    cosine = models.FloatField(null=True, blank=True)
+    fve = models.FloatField(null=True, blank=True)
+    relative_mse = models.FloatField(null=True, blank=True)
+    confidence = models.CharField(max_length=16, blank=True)
+    l2_norm = models.FloatField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "position", "source_id", "settings_key"],
+                name="one_explanation_per_token_source_settings",
+            )
+        ]
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"Explanation of #{self.position} ({self.status})"
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return [p.strip() for p in self.text.split("\n\n") if p.strip()]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

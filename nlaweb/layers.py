@@ -1,0 +1,46 @@
+"""An in-memory channel layer that the embedded worker thread can publish to.
+
+Channels' InMemoryChannelLayer keeps asyncio queues bound to the server's event loop; putting into them
+from the worker thread (through `async_to_sync`, which runs another loop) would wake the waiting
+consumer from the wrong thread. Here every operation is marshalled onto the loop that owns the layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from channels.layers import InMemoryChannelLayer
+
+
+class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """InMemoryChannelLayer whose sends from a foreign thread run on the owning event loop."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._owner: asyncio.AbstractEventLoop | None = None
+
+    async def _on_owner(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        current = asyncio.get_running_loop()
+        owner = self._owner
+        if owner is None or owner is current or owner.is_closed() or not owner.is_running():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, owner))
+
+    async def receive(self, channel: str) -> Any:
+        self._owner = asyncio.get_running_loop()
+        return await super().receive(channel)
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        await self._on_owner(super().send(channel, message))
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self._owner = self._owner or asyncio.get_running_loop()
+        await self._on_owner(super().group_add(group, channel))
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self._on_owner(super().group_discard(group, channel))
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await self._on_owner(super().group_send(group, message))

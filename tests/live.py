@@ -1,0 +1,141 @@
+"""A real stack for integration and browser tests: a Celery worker process consuming the gpu queue
+on Redis and a daphne ASGI server, both on the test database and a tiny NLA source."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` (every 50 ms) until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        pause.wait(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_sources_file(path: Path, sources: list[object]) -> Path:
+    lines = []
+    for s in sources:
+        lines.append("[[source]]")
+        for key in ("id", "label", "target", "av", "ar"):
+            lines.append(f'{key} = "{getattr(s, key)}"')
+        if getattr(s, "var_baseline", None) is not None:
+            lines.append(f"var_baseline = {s.var_baseline}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Stack:
+    base_url: str
+    ws_url: str
+    worker_log: Path
+    server_log: Path
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in (self.worker_log, self.server_log)
+            if p.exists()
+        )
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+@contextmanager
+def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
+    port = free_port()
+    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
+    worker = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "nlaweb",
+            "worker",
+            "-Q",
+            "gpu",
+            "-P",
+            "solo",
+            "-c",
+            "1",
+            "-n",
+            f"test-{port}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
+        env,
+        worker_log,
+    )
+    server = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "nlaweb.asgi:application",
+        ],
+        env,
+        server_log,
+    )
+    stack = Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker_log, server_log)
+    try:
+        wait_until(
+            lambda: (
+                " ready." in worker_log.read_text(errors="replace") or worker.poll() is not None
+            ),
+            60,
+            "the Celery worker to be ready",
+        )
+        assert worker.poll() is None, stack.logs()
+        wait_until(lambda: _healthy(stack.base_url) or server.poll() is not None, 60, "daphne")
+        assert server.poll() is None, stack.logs()
+        yield stack
+    finally:
+        for process in (server, worker):
+            process.terminate()
+        for process in (server, worker):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _healthy(base_url: str) -> bool:
+    try:
+        return requests.get(base_url + "/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,54 @@
+"""Fixtures of the live stack, shared by tests/integration and tests/browser through their conftest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from nlaweb import sources as web_sources
+from tests.live import Stack, running_stack, write_sources_file
+from tests.tiny_models import build_tiny_source
+
+
+@pytest.fixture(scope="session")
+def tiny_sources_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("tiny-nla")
+    source = build_tiny_source(root / "llama", family="llama")
+    return write_sources_file(root / "sources.toml", [source]), source.id
+
+
+@pytest.fixture(autouse=True)
+def _use_tiny_source(settings, tiny_sources_file):
+    path, source_id = tiny_sources_file
+    settings.NLA_SOURCES_FILE = path
+    settings.NLA_DEFAULT_SOURCE = source_id
+    web_sources.configured_sources.cache_clear()
+    web_sources.build_figures.cache_clear()
+    yield
+    web_sources.configured_sources.cache_clear()
+    web_sources.build_figures.cache_clear()
+
+
+def _test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{db.get('USER') or 'postgres'}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def stack(
+    django_db_setup, django_db_blocker, tiny_sources_file, tmp_path_factory
+) -> Iterator[Stack]:
+    path, source_id = tiny_sources_file
+    env = {
+        "DATABASE_URL": _test_database_url(),
+        "NLA_SOURCES_FILE": str(path),
+        "NLA_DEFAULT_SOURCE": source_id,
+        "REPLY_MAX_NEW_TOKENS": "6",
+        "DEBUG": "1",
+    }
+    with running_stack(env, tmp_path_factory.mktemp("stack-logs")) as live:
+        yield live

@@ -1,0 +1,74 @@
+"""Environment parsing and the embedded channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.exceptions import ImproperlyConfigured
+
+from nlaweb.env import env_bool, env_int, env_list
+from nlaweb.layers import ThreadSafeInMemoryChannelLayer
+
+
+def test_a_bad_boolean_names_the_variable_and_the_value(monkeypatch):
+    monkeypatch.setenv("DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"DEBUG must be one of .* found 'maybe'"):
+        env_bool("DEBUG", default=False)
+
+
+def test_integers_are_checked_against_their_minimum(monkeypatch):
+    monkeypatch.setenv("MAX_MESSAGE_CHARS", "0")
+    with pytest.raises(ImproperlyConfigured, match="MAX_MESSAGE_CHARS must be at least 1, found 0"):
+        env_int("MAX_MESSAGE_CHARS", 4000, minimum=1)
+    monkeypatch.setenv("MAX_MESSAGE_CHARS", "ten")
+    with pytest.raises(ImproperlyConfigured, match="must be an integer, found 'ten'"):
+        env_int("MAX_MESSAGE_CHARS", 4000, minimum=1)
+
+
+def test_lists_split_on_commas_and_drop_blanks(monkeypatch):
+    monkeypatch.setenv("ALLOWED_HOSTS", " a.org, ,b.org ")
+    assert env_list("ALLOWED_HOSTS", []) == ["a.org", "b.org"]
+
+
+def test_the_settings_refuse_to_start_without_a_secret_key_when_debug_is_off():
+    import subprocess
+    import sys
+
+    code = "import django, os; django.setup()"
+    env = {"DEBUG": "0", "DJANGO_SETTINGS_MODULE": "nlaweb.settings", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+
+
+def test_a_frame_sent_from_the_worker_thread_reaches_a_consumer_waiting_on_the_server_loop():
+    layer = ThreadSafeInMemoryChannelLayer()
+
+    async def server_side() -> dict:
+        channel = await layer.new_channel()
+        await layer.group_add("conversation.x", channel)
+        worker = threading.Thread(
+            target=lambda: async_to_sync(layer.group_send)(
+                "conversation.x", {"type": "chat.done", "message_id": "m"}
+            )
+        )
+        receive = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)  # let receive() register its waiter before the worker sends
+        worker.start()
+        started = time.monotonic()
+        # With Channels' plain in-memory layer the waiter is not woken from the other thread and
+        # only notices the message when the loop next wakes (here: this 3 s timer).
+        message = await asyncio.wait_for(receive, timeout=3)
+        elapsed = time.monotonic() - started
+        await asyncio.get_running_loop().run_in_executor(None, worker.join)
+        return message, elapsed
+
+    message, elapsed = asyncio.run(server_side())
+    assert message == {"type": "chat.done", "message_id": "m"}
+    assert elapsed < 1.0, f"the consumer was woken only after {elapsed:.1f} s"

@@ -1,0 +1,97 @@
+"""What crosses the web/worker boundary: task names, and the typed frames the worker publishes to a
+conversation's channel-layer group and the consumer forwards to the browser unchanged.
+
+No torch here: the web process imports this module. A contract test pins each frame's keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+TASK_REPLY = "workers.reply"
+TASK_EXPLAIN = "workers.explain"
+GPU_QUEUE = "gpu"
+
+#: The stages an explanation moves through, in order; the panel shows them as a progress list.
+STAGES: tuple[str, ...] = ("queued", "loading", "capturing", "verbalizing", "scoring", "done")
+
+
+def conversation_group(conversation_id: str) -> str:
+    """The channel-layer group of one conversation (ASCII, < 100 chars)."""
+    return f"conversation.{conversation_id.replace('-', '')}"
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatDelta(_Frame):
+    type: Literal["chat.delta"] = "chat.delta"
+    message_id: str
+    text: str  # the whole reply so far, so a dropped frame loses nothing
+
+
+class ChatDone(_Frame):
+    type: Literal["chat.done"] = "chat.done"
+    message_id: str
+
+
+class ChatFailed(_Frame):
+    type: Literal["chat.failed"] = "chat.failed"
+    message_id: str
+    error: str
+
+
+class ExplanationProgress(_Frame):
+    type: Literal["explanation.progress"] = "explanation.progress"
+    explanation_id: str
+    stage: str
+    done: int
+    total: int
+
+
+class ExplanationText(_Frame):
+    type: Literal["explanation.text"] = "explanation.text"
+    explanation_id: str
+    text: str  # the AV's text so far
+
+
+class ExplanationDone(_Frame):
+    type: Literal["explanation.done"] = "explanation.done"
+    explanation_id: str
+    text: str
+    mse: float
+    cosine: float
+    fve: float | None
+    relative_mse: float | None
+    confidence: str | None
+
+
+class ExplanationFailed(_Frame):
+    type: Literal["explanation.failed"] = "explanation.failed"
+    explanation_id: str
+    error: str
+
+
+Frame = Annotated[
+    ChatDelta
+    | ChatDone
+    | ChatFailed
+    | ExplanationProgress
+    | ExplanationText
+    | ExplanationDone
+    | ExplanationFailed,
+    Field(discriminator="type"),
+]
+FRAME_ADAPTER: TypeAdapter[Frame] = TypeAdapter(Frame)
+FRAME_TYPES: tuple[str, ...] = (
+    "chat.delta",
+    "chat.done",
+    "chat.failed",
+    "explanation.progress",
+    "explanation.text",
+    "explanation.done",
+    "explanation.failed",
+)

@@ -1,0 +1,230 @@
+"""What a worker does for one job: drive the engine, store results, publish progress frames.
+
+Django-free: it talks to the database and the channel layer only through a store (workers/store.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from workers.contracts import (
+    ChatDelta,
+    ChatDone,
+    ChatFailed,
+    ExplanationDone,
+    ExplanationFailed,
+    ExplanationProgress,
+    ExplanationText,
+)
+from workers.nla.errors import NlaError
+
+log = logging.getLogger(__name__)
+
+#: At most one text frame per row per this many seconds; the final text always goes out.
+TEXT_FRAME_INTERVAL_S = 0.1
+
+
+class Store(Protocol):
+    def reply_job(self, message_id: str) -> Any: ...
+    def save_snapshot(
+        self,
+        leaf_id: str,
+        source_id: str,
+        token_ids: list[int],
+        token_texts: list[str],
+        spans: list[dict[str, Any]],
+    ) -> None: ...
+    def finish_reply(self, message_id: str, content: str) -> None: ...
+    def fail_reply(self, message_id: str, content: str, error: str) -> None: ...
+    def explain_job(self, explanation_ids: list[str]) -> Any: ...
+    def set_stage(self, explanation_ids: list[str], stage: str) -> None: ...
+    def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None: ...
+    def fail_explanations(self, explanation_ids: list[str], error: str) -> None: ...
+    def publish(self, conversation_id: str, frame: BaseModel) -> None: ...
+
+
+def readable(error: BaseException, doing: str) -> str:
+    """One sentence for the user; stack traces go to the log only."""
+    if isinstance(error, NlaError):
+        return error.message
+    if type(error).__name__ in {"SoftTimeLimitExceeded", "TimeLimitExceeded"}:
+        return f"The worker gave up on {doing} after its time limit; try fewer tokens or a shorter conversation."
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return f"The worker ran out of memory while {doing}; try a shorter conversation."
+    return f"The worker failed while {doing} ({type(error).__name__}); the details are in its log."
+
+
+class Throttle:
+    """Calls `send` at most once per interval per key; `flush` sends the last held value."""
+
+    def __init__(self, send: Callable[[int, str], None], interval: float = TEXT_FRAME_INTERVAL_S):
+        self._send, self._interval = send, interval
+        self._last: dict[int, float] = {}
+        self._held: dict[int, str] = {}
+
+    def __call__(self, key: int, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, 0.0) >= self._interval:
+            self._last[key] = now
+            self._held.pop(key, None)
+            self._send(key, text)
+        else:
+            self._held[key] = text
+
+    def flush(self) -> None:
+        for key, text in self._held.items():
+            self._send(key, text)
+        self._held.clear()
+
+
+def _turns(history: list[Any]) -> list[Any]:
+    from workers.nla.types import ChatTurn
+
+    return [ChatTurn(role=t.role, content=t.content) for t in history]
+
+
+def _save_snapshot(
+    store: Store, engine: Any, leaf_id: str, source_id: str, history: list[Any]
+) -> None:
+    tokenized = engine.tokenize(_turns(history))
+    ids = [t.message_id for t in history]
+    spans = [
+        {
+            "message_id": ids[s.message_index] if s.message_index < len(ids) else None,
+            "role": s.role,
+            "start": s.start,
+            "end": s.end,
+        }
+        for s in tokenized.spans
+    ]
+    store.save_snapshot(
+        leaf_id, source_id, list(tokenized.token_ids), list(tokenized.token_texts), spans
+    )
+
+
+def run_reply(store: Store, message_id: str, max_new_tokens: int) -> None:
+    """Generate the assistant reply for a placeholder message, streaming deltas; then tokenize."""
+    from workers.nla.registry import get_engine
+    from workers.nla.types import GenerationSettings
+
+    job = store.reply_job(message_id)
+    if job is None:
+        return
+    text = ""
+    try:
+        engine = get_engine(job.source_id)
+        user_leaf = job.history[-1]
+        _save_snapshot(store, engine, user_leaf.message_id, job.source_id, job.history)
+        throttle = Throttle(
+            lambda _k, t: store.publish(
+                job.conversation_id, ChatDelta(message_id=message_id, text=t)
+            )
+        )
+
+        def on_text(so_far: str) -> None:
+            nonlocal text
+            text = so_far
+            throttle(0, so_far)
+
+        settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens)
+        text = engine.reply(_turns(job.history), settings, on_text)
+        throttle.flush()
+        store.finish_reply(message_id, text)
+        from workers.store import Turn
+
+        full = [*job.history, Turn(message_id, "assistant", text)]
+        _save_snapshot(store, engine, message_id, job.source_id, full)
+        store.publish(job.conversation_id, ChatDone(message_id=message_id))
+    except Exception as error:
+        log.exception("reply %s failed", message_id)
+        reason = readable(error, "writing the reply")
+        store.fail_reply(message_id, text, reason)
+        store.publish(job.conversation_id, ChatFailed(message_id=message_id, error=reason))
+
+
+class _Progress:
+    """ExplainProgress that stores stages and publishes throttled frames."""
+
+    def __init__(self, store: Store, job: Any) -> None:
+        self.store, self.job = store, job
+        self.text = Throttle(self._send_text)
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        self.store.set_stage(self.job.explanation_ids, name)
+        for explanation_id in self.job.explanation_ids:
+            self.store.publish(
+                self.job.conversation_id,
+                ExplanationProgress(
+                    explanation_id=explanation_id, stage=name, done=done, total=total
+                ),
+            )
+
+    def _send_text(self, index: int, text: str) -> None:
+        explanation_id = self.job.explanation_ids[index]
+        self.store.publish(
+            self.job.conversation_id, ExplanationText(explanation_id=explanation_id, text=text)
+        )
+
+
+def _result_fields(result: Any) -> dict[str, Any]:
+    f = result.fidelity
+    return {
+        "token_id": result.token_id,
+        "token_text": result.token_text[:200],
+        "text": result.text,
+        "raw_text": result.raw_text,
+        "truncated": result.truncated,
+        "mse": f.mse,
+        "cosine": f.cosine,
+        "fve": f.fve,
+        "relative_mse": f.relative_mse,
+        "confidence": f.confidence or "",
+        "l2_norm": result.l2_norm,
+        "warnings": list(result.warnings),
+        "error": "",
+    }
+
+
+def run_explain(store: Store, explanation_ids: list[str]) -> None:
+    """Explain the queued rows of one snapshot in one engine batch; store and publish each result."""
+    from workers.nla.registry import get_engine
+    from workers.nla.types import GenerationSettings
+
+    job = store.explain_job(explanation_ids)
+    if job is None:
+        return
+    try:
+        progress = _Progress(store, job)
+        progress.stage("loading", 0, len(job.positions))
+        engine = get_engine(job.source_id)
+        settings = GenerationSettings(**job.settings)
+        results = engine.explain(job.token_ids, job.positions, settings, progress)
+        progress.text.flush()
+        for explanation_id, result in zip(job.explanation_ids, results, strict=True):
+            fields = _result_fields(result)
+            store.finish_explanation(explanation_id, fields)
+            store.publish(
+                job.conversation_id,
+                ExplanationDone(
+                    explanation_id=explanation_id,
+                    text=result.text,
+                    mse=result.fidelity.mse,
+                    cosine=result.fidelity.cosine,
+                    fve=result.fidelity.fve,
+                    relative_mse=result.fidelity.relative_mse,
+                    confidence=result.fidelity.confidence,
+                ),
+            )
+    except Exception as error:
+        log.exception("explain %s failed", explanation_ids)
+        reason = readable(error, "explaining this token")
+        store.fail_explanations(job.explanation_ids, reason)
+        for explanation_id in job.explanation_ids:
+            store.publish(
+                job.conversation_id, ExplanationFailed(explanation_id=explanation_id, error=reason)
+            )

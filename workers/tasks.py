@@ -1,0 +1,50 @@
+"""Celery boundary of the GPU worker: ids in, rows and frames out. Models load lazily, once per
+process, on the first job (never at import, never before a fork)."""
+
+from __future__ import annotations
+
+import threading
+
+from celery import shared_task
+from django.conf import settings
+
+from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+
+_configured = threading.Lock()
+_done = False
+
+
+def _configure_engines() -> None:
+    """Tell the engine registry which sources this worker serves (from settings, once)."""
+    global _done
+    with _configured:
+        if _done:
+            return
+        from nlaweb.sources import configured_sources
+        from workers.nla import registry
+
+        served = [
+            s
+            for s in configured_sources()
+            if not settings.NLA_WORKER_SOURCES or s.id in settings.NLA_WORKER_SOURCES
+        ]
+        registry.configure(served, device=settings.NLA_DEVICE, dtype=settings.NLA_DTYPE)
+        _done = True
+
+
+@shared_task(name=TASK_REPLY, ignore_result=True)
+def reply(message_id: str) -> None:
+    from workers.jobs import run_reply
+    from workers.store import DjangoStore
+
+    _configure_engines()
+    run_reply(DjangoStore(), message_id, settings.REPLY_MAX_NEW_TOKENS)
+
+
+@shared_task(name=TASK_EXPLAIN, ignore_result=True)
+def explain(explanation_ids: list[str]) -> None:
+    from workers.jobs import run_explain
+    from workers.store import DjangoStore
+
+    _configure_engines()
+    run_explain(DjangoStore(), explanation_ids)
