@@ -95,7 +95,7 @@ def _save_snapshot(
     ids = [t.message_id for t in history]
     spans = [
         {
-            "message_id": ids[s.message_index] if s.message_index < len(ids) else None,
+            "message_id": ids[s.message_index] if 0 <= s.message_index < len(ids) else None,
             "role": s.role,
             "start": s.start,
             "end": s.end,

@@ -33,3 +33,12 @@ class SourceNotServed(NlaError):
 
 class ModelLoadError(NlaError):
     """Weights could not be found or loaded."""
+
+
+def mismatch(where: str, field: str, expected: object, found: object) -> CheckpointIncompatible:
+    """A CheckpointIncompatible naming the field, the expected and the found value."""
+    error = CheckpointIncompatible(
+        f"{where}: '{field}' does not match: expected {expected!r}, found {found!r}."
+    )
+    error.field, error.expected, error.found = field, expected, found  # type: ignore[attr-defined]
+    return error

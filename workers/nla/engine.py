@@ -1,0 +1,223 @@
+"""One NLA source served end to end: target capture → AV verbalization → AR scoring, batched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from workers.nla.cache import ActivationCache, prefix_keys
+from workers.nla.errors import (
+    CheckpointIncompatible,
+    InputTooLong,
+    PositionOutOfRange,
+    WorkerOutOfMemory,
+    mismatch,
+)
+from workers.nla.loading import resolve_checkpoint, resolve_device, resolve_dtype, text_config
+from workers.nla.reconstructor import Reconstructor
+from workers.nla.scoring import fidelities
+from workers.nla.sidecar import Overrides
+from workers.nla.target import TargetModel
+from workers.nla.types import (
+    EARLY_POSITIONS,
+    EARLY_WARNING,
+    MAX_POSITIONS_PER_REQUEST,
+    ChatTurn,
+    ExplainProgress,
+    Fidelity,
+    GenerationSettings,
+    TokenExplanation,
+    TokenizedConversation,
+    VectorExplanation,
+)
+from workers.nla.verbalizer import Verbalizer
+from workers.sources import SourceConfig
+
+MAX_SEQUENCE_TOKENS = 2048
+DEFAULT_REPLY_TOKENS = 200
+
+
+@contextmanager
+def out_of_memory_as_error(doing: str) -> Iterator[None]:
+    """Turn the device's out-of-memory errors into WorkerOutOfMemory (one sentence)."""
+    try:
+        yield
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise WorkerOutOfMemory(
+            f"The worker ran out of memory while {doing}; try fewer tokens or a shorter conversation."
+        ) from exc
+
+
+@dataclass
+class NlaEngine:
+    source: SourceConfig
+    target: TargetModel
+    verbalizer: Verbalizer
+    reconstructor: Reconstructor
+    cache: ActivationCache
+    max_sequence_tokens: int = MAX_SEQUENCE_TOKENS
+
+    @classmethod
+    def load(
+        cls, source: SourceConfig, *, device: str | None = None, dtype: str | None = None
+    ) -> NlaEngine:
+        """Load target, AV and AR of `source` and check that they fit together."""
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        overrides = Overrides(
+            source.layer, source.injection_scale, source.mse_scale, source.var_baseline
+        )
+        target = TargetModel.from_checkpoint(resolve_checkpoint(source.target), dev, dt)
+        av = Verbalizer.from_checkpoint(resolve_checkpoint(source.av), dev, dt, overrides)
+        ar = Reconstructor.from_checkpoint(resolve_checkpoint(source.ar), dev, dt, overrides)
+        _check_pair(source, target, av, ar)
+        return cls(source, target, av, ar, ActivationCache())
+
+    @property
+    def layer(self) -> int:
+        return self.reconstructor.meta.layer
+
+    def info(self) -> dict[str, Any]:
+        ar = self.reconstructor.meta
+        return {
+            "source_id": self.source.id,
+            "label": self.source.label,
+            "layer": self.layer,
+            "d_model": ar.d_model,
+            "var_baseline": ar.var_baseline,
+            "uncalibrated": ar.uncalibrated or self.verbalizer.meta.uncalibrated,
+            "heldout": ar.heldout,
+        }
+
+    def tokenize(
+        self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool = False
+    ) -> TokenizedConversation:
+        return self.target.tokenize(turns, add_generation_prompt=add_generation_prompt)
+
+    def reply(
+        self, turns: Sequence[ChatTurn], settings: GenerationSettings, on_text: Callable[[str], None]
+    ) -> str:
+        with out_of_memory_as_error("writing the reply"):
+            return self.target.reply(turns, settings, DEFAULT_REPLY_TOKENS, on_text)
+
+    def capture(self, token_ids: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        """`[P, d]` float32 activations at `positions`, from the cache or one forward pass that
+        stops after block K and covers only tokens[:max(uncached)+1]."""
+        self._check_request(token_ids, positions)
+        keys = prefix_keys(self.source.id, token_ids, positions)
+        found = {p: self.cache.get(k) for p, k in zip(positions, keys, strict=True)}
+        missing = sorted({p for p, v in found.items() if v is None})
+        if missing:
+            hidden = self.target.capture(token_ids[: missing[-1] + 1], self.layer)
+            for p, key in zip(positions, keys, strict=True):
+                if found[p] is None:
+                    found[p] = hidden[p].cpu()
+                    self.cache.put(key, found[p])  # type: ignore[arg-type]
+        return torch.stack([found[p] for p in positions])  # type: ignore[misc]
+
+    def explain(
+        self,
+        token_ids: Sequence[int],
+        positions: Sequence[int],
+        settings: GenerationSettings,
+        progress: ExplainProgress,
+    ) -> list[TokenExplanation]:
+        """Explain `positions` of `token_ids` in one capture, one AV batch and one AR batch."""
+        with out_of_memory_as_error("explaining these tokens"):
+            progress.stage("capturing", 0, len(positions))
+            vectors = self.capture(token_ids, positions)
+            results = self._verbalize_and_score(vectors, settings, progress)
+        return [
+            TokenExplanation(
+                position=p,
+                token_id=int(token_ids[p]),
+                token_text=self.target.tokenizer.decode([int(token_ids[p])]),
+                text=r.verbalized.text,
+                raw_text=r.verbalized.raw_text,
+                truncated=r.verbalized.truncated,
+                fidelity=r.fidelity,
+                l2_norm=r.l2_norm,
+                warnings=[EARLY_WARNING] if p < EARLY_POSITIONS else [],
+            )
+            for p, r in zip(positions, results, strict=True)
+        ]
+
+    def explain_vectors(
+        self,
+        vectors: Sequence[Sequence[float]] | torch.Tensor,
+        settings: GenerationSettings,
+        progress: ExplainProgress,
+    ) -> list[VectorExplanation]:
+        """Explain raw `[B, d]` vectors (e.g. SAE decoder rows) through the AV, scored by the AR."""
+        tensor = torch.as_tensor(vectors, dtype=torch.float32)
+        if tensor.ndim != 2 or tensor.shape[1] != self.reconstructor.meta.d_model:
+            raise CheckpointIncompatible(
+                f"Vectors must have shape [n, {self.reconstructor.meta.d_model}], "
+                f"found {list(tensor.shape)}."
+            )
+        _check_count(tensor.shape[0])
+        with out_of_memory_as_error("explaining these vectors"):
+            return self._verbalize_and_score(tensor, settings, progress)
+
+    def score(self, texts: Sequence[str], vectors: torch.Tensor) -> list[Fidelity]:
+        """AR fidelity of each text against its `[d]` vector (`[B, d]` in all)."""
+        ar = self.reconstructor.meta
+        predicted = self.reconstructor.predict(texts)
+        return fidelities(predicted, vectors.to(predicted.device), ar.mse_scale, ar.var_baseline)
+
+    def _verbalize_and_score(
+        self, vectors: torch.Tensor, settings: GenerationSettings, progress: ExplainProgress
+    ) -> list[VectorExplanation]:
+        total = vectors.shape[0]
+        progress.stage("verbalizing", 0, total)
+        texts = self.verbalizer.verbalize(vectors, settings, progress.text)
+        progress.stage("scoring", 0, total)
+        scores = self.score([t.text for t in texts], vectors)
+        norms = vectors.float().norm(dim=-1).tolist()
+        return [
+            VectorExplanation(t, s, n) for t, s, n in zip(texts, scores, norms, strict=True)
+        ]
+
+    def _check_request(self, token_ids: Sequence[int], positions: Sequence[int]) -> None:
+        if len(token_ids) > self.max_sequence_tokens:
+            raise InputTooLong(
+                f"This conversation has {len(token_ids)} tokens; the source accepts at most "
+                f"{self.max_sequence_tokens}. Start a new conversation or shorten this one."
+            )
+        _check_count(len(positions))
+        for p in positions:
+            if not 0 <= p < len(token_ids):
+                raise PositionOutOfRange(
+                    f"Token position {p} is outside this conversation, which has "
+                    f"{len(token_ids)} tokens (positions 0 to {len(token_ids) - 1})."
+                )
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= MAX_POSITIONS_PER_REQUEST:
+        raise InputTooLong(
+            f"One request explains 1 to {MAX_POSITIONS_PER_REQUEST} tokens or vectors; "
+            f"this one asked for {count}."
+        )
+
+
+def _check_pair(
+    source: SourceConfig, target: TargetModel, av: Verbalizer, ar: Reconstructor
+) -> None:
+    """The target, AV and AR agree on width and layer."""
+    where = f"source '{source.id}'"
+    width = text_config(target.model.config).hidden_size
+    if av.meta.d_model != width:
+        raise mismatch(where, "av d_model", width, av.meta.d_model)
+    if ar.meta.d_model != width:
+        raise mismatch(where, "ar d_model", width, ar.meta.d_model)
+    if av.meta.layer is not None and av.meta.layer != ar.meta.layer:
+        raise mismatch(where, "av layer", ar.meta.layer, av.meta.layer)
+    if ar.meta.layer >= target.num_layers:
+        raise mismatch(where, "layer", f"< {target.num_layers} (target blocks)", ar.meta.layer)

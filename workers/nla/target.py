@@ -1,0 +1,111 @@
+"""The target model: chat templating with per-message spans, replies, and activation capture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.nla.capture import capture_block_output
+from workers.nla.decode import DecodeSpec, generate
+from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer
+from workers.nla.types import ChatTurn, GenerationSettings, MessageSpan, TokenizedConversation
+
+
+def _template_ids(tokenizer: Any, turns: Sequence[ChatTurn], generation_prompt: bool) -> list[int]:
+    """The chat template applied and tokenized in one step (no second BOS)."""
+    if not turns:
+        return []
+    encoded = tokenizer.apply_chat_template(
+        [{"role": t.role, "content": t.content} for t in turns],
+        add_generation_prompt=generation_prompt,
+        tokenize=True,
+    )
+    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    return [int(i) for i in ids]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class TargetModel:
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.num_layers = len(decoder_layers(model))
+        self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: torch.device, dtype: torch.dtype) -> TargetModel:
+        return cls(load_causal_lm(path, device, dtype), load_tokenizer(path))
+
+    def tokenize(
+        self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool = False
+    ) -> TokenizedConversation:
+        """Token ids of the templated conversation and the span of every turn in them."""
+        ids = _template_ids(self.tokenizer, turns, add_generation_prompt)
+        bounds = [0]
+        for i in range(1, len(turns)):
+            bounds.append(_common_prefix(_template_ids(self.tokenizer, turns[:i], False), ids))
+        end = len(ids)
+        if add_generation_prompt:
+            end = _common_prefix(_template_ids(self.tokenizer, turns, False), ids)
+        bounds.append(end)
+        spans = [
+            MessageSpan(i, t.role, bounds[i], bounds[i + 1]) for i, t in enumerate(turns)
+        ]
+        if end < len(ids):
+            spans.append(MessageSpan(len(turns), "assistant", end, len(ids)))
+        spans = self._split_lead(spans, ids)
+        texts = [self.tokenizer.decode([i]) for i in ids]
+        return TokenizedConversation(ids, texts, spans)
+
+    def _split_lead(self, spans: list[MessageSpan], ids: list[int]) -> list[MessageSpan]:
+        """Move template text before the first turn's header (BOS, a default system prompt) into a
+        span of its own: the first turn starts at the last turn-start token before its content."""
+        if len(spans) < 2 or spans[0].start != 0:
+            return spans
+        first, second = spans[0], spans[1]
+        opener = ids[second.start] if second.start < len(ids) else None
+        starts = [p for p in range(first.start, first.end) if ids[p] == opener]
+        if opener not in self._special or not starts or starts[-1] == 0:
+            return spans
+        cut = starts[-1]
+        lead = MessageSpan(-1, "template", 0, cut)
+        return [lead, MessageSpan(first.message_index, first.role, cut, first.end), *spans[1:]]
+
+    def reply(
+        self,
+        turns: Sequence[ChatTurn],
+        settings: GenerationSettings,
+        max_new_tokens: int,
+        on_text: Callable[[str], None],
+    ) -> str:
+        """The assistant's next message, generated with the chat template; `on_text` streams it."""
+        ids = _template_ids(self.tokenizer, turns, True)
+        end = getattr(self.tokenizer, "eos_token_id", None)
+        spec = DecodeSpec(
+            max_new_tokens=settings.max_new_tokens or max_new_tokens,
+            temperature=settings.temperature,
+            seed=settings.seed,
+            end_ids=frozenset([end] if isinstance(end, int) else []),
+        )
+        prompt = torch.tensor([ids], device=self.device)
+        decoded = generate(
+            self.model, self.tokenizer, spec, input_ids=prompt, on_text=lambda _r, t: on_text(t)
+        )
+        return decoded[0].text.strip()
+
+    def capture(self, token_ids: Sequence[int], layer: int) -> torch.Tensor:
+        """`[T, d]` float32: the output of block `layer` at every position of `token_ids`."""
+        ids = torch.tensor([list(token_ids)], device=self.device)
+        return capture_block_output(self.model, ids, layer)[0]

@@ -1,0 +1,119 @@
+"""Plain typed values of the NLA engine: what callers pass in and get back. No torch here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Most positions one explain request may ask for (Neuronpedia's limit, and one AV batch).
+MAX_POSITIONS_PER_REQUEST = 16
+#: Positions before this index were under-sampled in NLA training; their explanations are unreliable.
+EARLY_POSITIONS = 10
+EARLY_WARNING = (
+    "Early position: explanations of the first 10 tokens of a conversation are unreliable "
+    "(NLAs were trained on few of them)."
+)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """AV sampling settings; `temperature` 0 is greedy. Part of the Explanation cache key."""
+
+    temperature: float = 0.0
+    max_new_tokens: int | None = None  # None: the source's default
+    seed: int = 0
+
+    def key(self) -> str:
+        """Canonical string; equal to nlaweb.explanations.request.ExplainSettings.key()."""
+        return json.dumps(
+            {"t": self.temperature, "n": self.max_new_tokens, "s": self.seed}, sort_keys=True
+        )
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class MessageSpan:
+    """Token positions [start, end) of one turn in the templated sequence, template tokens included.
+
+    `message_index` indexes the turns given to `tokenize()`; -1 is template text before the first
+    turn (e.g. BOS or a default system prompt); len(turns) is the generation prompt."""
+
+    message_index: int
+    role: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class TokenizedConversation:
+    token_ids: list[int]
+    token_texts: list[str]
+    spans: list[MessageSpan]
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """AR score of one explanation against its activation (both normalised to L2 norm mse_scale)."""
+
+    mse: float  # mean((p̂ − ĝ)²); 2·(1 − cos)·mse_scale²/d, so 2.0 is orthogonal when mse_scale = √d
+    cosine: float
+    fve: float | None  # 1 − mse/Var; None without a Var baseline
+    relative_mse: float | None  # mse/Var
+    confidence: str | None  # "high" (< 0.3) | "medium" (< 0.5) | "low" of relative_mse
+
+
+@dataclass(frozen=True)
+class VerbalizedText:
+    """What the AV generated for one vector."""
+
+    text: str  # the extracted explanation
+    raw_text: str  # everything generated
+    truncated: bool  # no stop string before max_new_tokens
+
+
+@dataclass(frozen=True)
+class VectorExplanation:
+    verbalized: VerbalizedText
+    fidelity: Fidelity
+    l2_norm: float  # of the vector as given
+
+    @property
+    def text(self) -> str:
+        return self.verbalized.text
+
+
+@dataclass(frozen=True)
+class TokenExplanation:
+    position: int
+    token_id: int
+    token_text: str
+    text: str
+    raw_text: str
+    truncated: bool
+    fidelity: Fidelity
+    l2_norm: float
+    warnings: list[str] = field(default_factory=list)
+
+
+class ExplainProgress(Protocol):
+    """Receives stage changes ("loading", "capturing", "verbalizing", "scoring") and text so far."""
+
+    def stage(self, name: str, done: int, total: int) -> None: ...
+
+    def text(self, index: int, text_so_far: str) -> None: ...
+
+
+class NoProgress:
+    """An ExplainProgress that ignores everything (benchmarks, scripts)."""
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        return None
+
+    def text(self, index: int, text_so_far: str) -> None:
+        return None

@@ -1,0 +1,125 @@
+"""The activation verbalizer (AV): vectors in, explanations out, one generation batch per request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.nla.decode import DecodeSpec, Decoded, generate
+from workers.nla.errors import CheckpointIncompatible, mismatch
+from workers.nla.inject import embeddings_with_injection, patched_block_output, rescale
+from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer, text_config
+from workers.nla.sidecar import SIDECAR, AvMeta, Overrides, parse_av, read_yaml
+from workers.nla.types import GenerationSettings, VerbalizedText
+
+_EXPLANATION = re.compile(r"<explanation>\s*(.*?)\s*(?:</explanation>|$)", re.DOTALL)
+
+
+def extract_explanation(raw: str) -> str:
+    """The text inside `<explanation>…</explanation>` (an unclosed tag keeps the rest); untagged
+    output (the demo AV, some third-party AVs) is returned stripped."""
+    match = _EXPLANATION.search(raw)
+    return (match.group(1) if match else raw).strip()
+
+
+def prompt_ids(tokenizer: Any, meta: AvMeta) -> list[int]:
+    """The AV prompt with the marker, tokenized in one step (chat-templated unless the sidecar says not)."""
+    content = meta.template.replace("{injection_char}", meta.injection_char)
+    if meta.chat_template:
+        encoded = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
+        )
+        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    else:
+        ids = tokenizer(content, add_special_tokens=True)["input_ids"]
+    return [int(i) for i in ids]
+
+
+def check_prompt(tokenizer: Any, meta: AvMeta, ids: list[int], where: str) -> int:
+    """Run the marker contract of ../shared/NLA.md §3 step 2; returns the marker's position."""
+    encoded = tokenizer.encode(meta.injection_char, add_special_tokens=False)
+    if list(encoded) != [meta.injection_token_id]:
+        raise mismatch(where, "tokens.injection_char", [meta.injection_token_id], list(encoded))
+    count = ids.count(meta.injection_token_id)
+    if count != 1:
+        raise mismatch(where, "tokens.injection_token_id", "exactly 1 occurrence in the prompt", count)
+    position = ids.index(meta.injection_token_id)
+    left = ids[position - 1] if position > 0 else None
+    right = ids[position + 1] if position + 1 < len(ids) else None
+    if meta.left_neighbor_id is not None and left != meta.left_neighbor_id:
+        raise mismatch(where, "tokens.injection_left_neighbor_id", meta.left_neighbor_id, left)
+    if meta.right_neighbor_id is not None and right != meta.right_neighbor_id:
+        raise mismatch(where, "tokens.injection_right_neighbor_id", meta.right_neighbor_id, right)
+    return position
+
+
+class Verbalizer:
+    def __init__(self, model: nn.Module, tokenizer: Any, meta: AvMeta, ids: list[int], marker: int):
+        self.model, self.tokenizer, self.meta = model, tokenizer, meta
+        self.prompt = torch.tensor([ids], device=next(model.parameters()).device)
+        self.marker = marker
+        end = getattr(tokenizer, "eos_token_id", None)
+        self.end_ids = frozenset([end] if isinstance(end, int) else [])
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: Path, device: torch.device, dtype: torch.dtype, overrides: Overrides = Overrides()
+    ) -> Verbalizer:
+        where = str(path / SIDECAR)
+        meta = parse_av(read_yaml(path), where, overrides)
+        tokenizer = load_tokenizer(path)
+        ids = prompt_ids(tokenizer, meta)
+        marker = check_prompt(tokenizer, meta, ids, where)
+        model = load_causal_lm(path, device, dtype)
+        hidden = text_config(model.config).hidden_size
+        if hidden != meta.d_model:
+            raise mismatch(where, "d_model", hidden, meta.d_model)
+        if meta.injection_layer >= len(decoder_layers(model)):
+            raise mismatch(
+                where, "extraction.injection_layer", f"< {len(decoder_layers(model))}", meta.injection_layer
+            )
+        return cls(model, tokenizer, meta, ids, marker)
+
+    def verbalize(
+        self,
+        vectors: torch.Tensor,
+        settings: GenerationSettings,
+        on_text: Callable[[int, str], None] | None = None,
+    ) -> list[VerbalizedText]:
+        """Explain each row of `vectors` `[B, d]` in one generation batch; `on_text(row, text)` streams."""
+        if vectors.shape[-1] != self.meta.d_model:
+            raise CheckpointIncompatible(
+                f"The vector has {vectors.shape[-1]} dimensions; this AV expects {self.meta.d_model}."
+            )
+        injected = rescale(vectors, self.meta.injection_scale).to(self.prompt.device)
+        spec = DecodeSpec(
+            max_new_tokens=settings.max_new_tokens or self.meta.max_new_tokens,
+            temperature=settings.temperature,
+            seed=settings.seed,
+            stop_strings=self.meta.stop_strings,
+            end_ids=self.end_ids,
+        )
+        decoded = self._generate(injected, spec, on_text)
+        return [self._result(d) for d in decoded]
+
+    def _generate(
+        self, injected: torch.Tensor, spec: DecodeSpec, on_text: Callable[[int, str], None] | None
+    ) -> list[Decoded]:
+        ids = self.prompt.expand(injected.shape[0], -1)
+        if self.meta.injection_layer == 0:
+            embeds = embeddings_with_injection(self.model, ids, self.marker, injected)
+            return generate(self.model, self.tokenizer, spec, inputs_embeds=embeds, on_text=on_text)
+        with patched_block_output(self.model, self.meta.injection_layer, self.marker, injected):
+            return generate(self.model, self.tokenizer, spec, input_ids=ids, on_text=on_text)
+
+    def _result(self, decoded: Decoded) -> VerbalizedText:
+        return VerbalizedText(
+            text=extract_explanation(decoded.text),
+            raw_text=decoded.text,
+            truncated=not decoded.stopped,
+        )
