@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 #: At most one text frame per row per this many seconds; the final text always goes out.
 TEXT_FRAME_INTERVAL_S = 0.1
 
+#: The engine serving a source id (`workers.nla.registry.get_engine` in a worker).
+EngineFor = Callable[[str], Any]
+
+
+def registry_engine(source_id: str) -> Any:
+    """The worker's engine for `source_id`: loaded once per process (imports torch on first use)."""
+    from workers.nla.registry import get_engine
+
+    return get_engine(source_id)
+
 
 class Store(Protocol):
     def reply_job(self, message_id: str) -> Any: ...
@@ -107,9 +117,10 @@ def _save_snapshot(
     )
 
 
-def run_reply(store: Store, message_id: str, max_new_tokens: int) -> None:
+def run_reply(
+    store: Store, message_id: str, max_new_tokens: int, engine_for: EngineFor = registry_engine
+) -> None:
     """Generate the assistant reply for a placeholder message, streaming deltas; then tokenize."""
-    from workers.nla.registry import get_engine
     from workers.nla.types import GenerationSettings
 
     job = store.reply_job(message_id)
@@ -117,7 +128,7 @@ def run_reply(store: Store, message_id: str, max_new_tokens: int) -> None:
         return
     text = ""
     try:
-        engine = get_engine(job.source_id)
+        engine = engine_for(job.source_id)
         user_leaf = job.history[-1]
         _save_snapshot(store, engine, user_leaf.message_id, job.source_id, job.history)
         throttle = Throttle(
@@ -155,6 +166,7 @@ class _Progress:
         self.text = Throttle(self._send_text)
 
     def stage(self, name: str, done: int, total: int) -> None:
+        self.text.flush()  # the last text of a stage goes out before the next stage begins
         self.store.set_stage(self.job.explanation_ids, name)
         for explanation_id in self.job.explanation_ids:
             self.store.publish(
@@ -190,9 +202,10 @@ def _result_fields(result: Any) -> dict[str, Any]:
     }
 
 
-def run_explain(store: Store, explanation_ids: list[str]) -> None:
+def run_explain(
+    store: Store, explanation_ids: list[str], engine_for: EngineFor = registry_engine
+) -> None:
     """Explain the queued rows of one snapshot in one engine batch; store and publish each result."""
-    from workers.nla.registry import get_engine
     from workers.nla.types import GenerationSettings
 
     job = store.explain_job(explanation_ids)
@@ -201,7 +214,7 @@ def run_explain(store: Store, explanation_ids: list[str]) -> None:
     try:
         progress = _Progress(store, job)
         progress.stage("loading", 0, len(job.positions))
-        engine = get_engine(job.source_id)
+        engine = engine_for(job.source_id)
         settings = GenerationSettings(**job.settings)
         results = engine.explain(job.token_ids, job.positions, settings, progress)
         progress.text.flush()

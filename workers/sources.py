@@ -34,15 +34,21 @@ class SourceConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+def demo_paths(data_dir: Path) -> tuple[Path, Path, Path]:
+    """Where `prepare_demo` writes the demo target, AV and AR."""
+    root = data_dir / "demo"
+    return root / "smollm2-135m-instruct", root / "nla-smollm2-l8-av", root / "nla-smollm2-l8-ar"
+
+
 def demo_source(data_dir: Path) -> SourceConfig:
     """The embedded demo NLA for SmolLM2-135M-Instruct, as written by `prepare_demo`."""
-    root = data_dir / "demo"
+    target, av, ar = demo_paths(data_dir)
     return SourceConfig(
         id=DEMO_SOURCE_ID,
         label="SmolLM2-135M-Instruct · layer 8 · demo NLA, uncalibrated",
-        target=str(root / "smollm2-135m-instruct"),
-        av=str(root / "nla-smollm2-l8-av"),
-        ar=str(root / "nla-smollm2-l8-ar"),
+        target=str(target),
+        av=str(av),
+        ar=str(ar),
         demo=True,
         notes="Training-free Patchscopes verbalizer and a ridge-fitted reconstructor head.",
     )

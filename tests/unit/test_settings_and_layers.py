@@ -72,3 +72,14 @@ def test_a_frame_sent_from_the_worker_thread_reaches_a_consumer_waiting_on_the_s
     message, elapsed = asyncio.run(server_side())
     assert message == {"type": "chat.done", "message_id": "m"}
     assert elapsed < 1.0, f"the consumer was woken only after {elapsed:.1f} s"
+
+
+def test_the_documented_sources_example_parses():
+    from pathlib import Path
+
+    from workers.sources import parse_sources
+
+    example = Path(__file__).resolve().parents[2] / "docker" / "sources.example.toml"
+    sources = parse_sources(example.read_text(encoding="utf-8"), origin=str(example))
+    assert [s.id for s in sources] == ["qwen2.5-7b-l20", "kitft-l41"]
+    assert sources[1].av == "kitft/nla-gemma3-27b-L41-av" and sources[1].var_baseline == 0.0579

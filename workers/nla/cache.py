@@ -48,7 +48,8 @@ class ActivationCache:
 
     def put(self, key: Key, vector: torch.Tensor) -> None:
         with self._lock:
-            self._data[key] = vector.detach().float().cpu()
+            # A copy: a row of a whole capture would otherwise keep all of it alive.
+            self._data[key] = vector.detach().float().cpu().clone()
             self._data.move_to_end(key)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)

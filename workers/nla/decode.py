@@ -88,12 +88,13 @@ def generate(
         out = model(
             input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=True, logits_to_keep=1
         )
-        for _ in range(spec.max_new_tokens):
+        for step in range(spec.max_new_tokens):
             tokens = _pick(out.logits[:, -1, :], spec, generator)
             for row, token in enumerate(tokens.tolist()):
                 if not rows.stopped[row]:
                     rows.add(row, token)
-            if all(rows.stopped):
+            # The last token needs no forward pass of its own: its logits would go unused.
+            if all(rows.stopped) or step == spec.max_new_tokens - 1:
                 break
             out = model(
                 input_ids=tokens.view(batch, 1).to(device),

@@ -65,17 +65,35 @@ class TargetModel:
         ]
         if end < len(ids):
             spans.append(MessageSpan(len(turns), "assistant", end, len(ids)))
-        spans = self._split_lead(spans, ids)
+        spans = self._split_lead(spans, ids, self._opener(turns, spans, ids))
         texts = [self.tokenizer.decode([i]) for i in ids]
         return TokenizedConversation(ids, texts, spans)
 
-    def _split_lead(self, spans: list[MessageSpan], ids: list[int]) -> list[MessageSpan]:
+    def _opener(
+        self, turns: Sequence[ChatTurn], spans: list[MessageSpan], ids: list[int]
+    ) -> int | None:
+        """The token that opens a turn: where the second span starts or, for a lone turn, where a
+        probe turn appended after it starts."""
+        if not spans:
+            return None
+        if len(spans) >= 2:
+            return ids[spans[1].start] if spans[1].start < len(ids) else None
+        other = "assistant" if turns[0].role == "user" else "user"
+        try:
+            probe = _template_ids(self.tokenizer, [*turns, ChatTurn(other, "x")], False)
+        except Exception:  # a template that refuses this role order: the lead stays in the turn
+            return None
+        at = _common_prefix(ids, probe)
+        return probe[at] if at < len(probe) else None
+
+    def _split_lead(
+        self, spans: list[MessageSpan], ids: list[int], opener: int | None
+    ) -> list[MessageSpan]:
         """Move template text before the first turn's header (BOS, a default system prompt) into a
         span of its own: the first turn starts at the last turn-start token before its content."""
-        if len(spans) < 2 or spans[0].start != 0:
+        if not spans or spans[0].start != 0:
             return spans
-        first, second = spans[0], spans[1]
-        opener = ids[second.start] if second.start < len(ids) else None
+        first = spans[0]
         starts = [p for p in range(first.start, first.end) if ids[p] == opener]
         if opener not in self._special or not starts or starts[-1] == 0:
             return spans

@@ -42,9 +42,11 @@ def prompt_ids(tokenizer: Any, meta: AvMeta) -> list[int]:
 
 def check_prompt(tokenizer: Any, meta: AvMeta, ids: list[int], where: str) -> int:
     """Run the marker contract of ../shared/NLA.md §3 step 2; returns the marker's position."""
-    encoded = tokenizer.encode(meta.injection_char, add_special_tokens=False)
-    if list(encoded) != [meta.injection_token_id]:
-        raise mismatch(where, "tokens.injection_char", [meta.injection_token_id], list(encoded))
+    encoded = list(tokenizer.encode(meta.injection_char, add_special_tokens=False))
+    if len(encoded) != 1:
+        raise mismatch(where, "tokens.injection_char", [meta.injection_token_id], encoded)
+    if encoded[0] != meta.injection_token_id:  # one token, but not the one the sidecar names
+        raise mismatch(where, "tokens.injection_token_id", meta.injection_token_id, encoded[0])
     count = ids.count(meta.injection_token_id)
     if count != 1:
         raise mismatch(where, "tokens.injection_token_id", "exactly 1 occurrence in the prompt", count)

@@ -1,0 +1,110 @@
+"""GPU benchmark at real NLA size: a Qwen2.5-7B-shaped AV and AR (random weights, bfloat16; shapes are
+what cost), 16 positions × 120 new tokens as one batch vs one by one, and the achieved decode step
+time beside the memory-bandwidth limit (weight bytes / HBM bandwidth).
+
+Run on a CUDA machine: `.venv/bin/python benchmarks/gpu_shapes.py [--layers 28] [--tokens 120]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from workers.nla.capture import capture_block_output  # noqa: E402
+from workers.nla.decode import DecodeSpec, generate  # noqa: E402
+from workers.nla.inject import embeddings_with_injection, rescale  # noqa: E402
+
+#: Peak HBM bandwidth by device-name fragment, bytes/s (vendor figures).
+HBM = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100": 2.0e12}
+PROMPT_TOKENS = 64
+MARKER = 40
+LAYER = 20
+
+
+class _Silent:
+    """Tokenizer stand-in: the benchmark generates a fixed number of tokens, no text is read."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return ""
+
+
+def qwen7b(layers: int):  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=layers,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    return model.eval()
+
+
+def sync_time(fn):  # type: ignore[no-untyped-def]
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=28)
+    parser.add_argument("--tokens", type=int, default=120)
+    parser.add_argument("--positions", type=int, default=16)
+    args = parser.parse_args()
+    name = torch.cuda.get_device_name()
+    av = qwen7b(args.layers)
+    weight_bytes = sum(p.numel() * p.element_size() for p in av.parameters())
+    bandwidth = next((v for k, v in HBM.items() if k in name), None)
+    print(f"device: {name}; AV {weight_bytes / 1e9:.1f} GB bf16, {args.layers} layers")
+
+    prompt = torch.randint(0, 150000, (1, PROMPT_TOKENS), device="cuda")
+    vectors = rescale(torch.randn(args.positions, 3584, device="cuda"), 150.0)
+    spec = DecodeSpec(max_new_tokens=args.tokens)
+
+    def run(rows: torch.Tensor) -> None:
+        embeds = embeddings_with_injection(av, prompt.expand(rows.shape[0], -1), MARKER, rows)
+        generate(av, _Silent(), spec, inputs_embeds=embeds)
+
+    run(vectors[:2])  # warm-up: kernels, allocator
+    batched, _ = sync_time(lambda: run(vectors))
+    sequential, _ = sync_time(lambda: [run(vectors[i : i + 1]) for i in range(args.positions)])
+    step_b = batched / args.tokens
+    step_1 = sequential / (args.tokens * args.positions)
+    print(
+        f"[AV] {args.positions} × {args.tokens} tokens: batched {batched:.1f} s, sequential "
+        f"{sequential:.1f} s, ratio {sequential / batched:.1f}x"
+    )
+    limit = f"{weight_bytes / bandwidth * 1e3:.2f} ms" if bandwidth else "unknown bandwidth"
+    print(
+        f"[AV] decode step: batch of {args.positions} {step_b * 1e3:.2f} ms, batch of 1 "
+        f"{step_1 * 1e3:.2f} ms; bandwidth limit (weights / HBM) {limit}"
+    )
+    del av
+    torch.cuda.empty_cache()
+    ar = qwen7b(LAYER + 1).model
+    texts = torch.randint(0, 150000, (args.positions, 160), device="cuda")
+    one, _ = sync_time(lambda: [capture_block_output(ar, texts[i : i + 1], LAYER) for i in range(args.positions)])
+    many, _ = sync_time(lambda: capture_block_output(ar, texts, LAYER))
+    print(
+        f"[AR] {args.positions} texts × 160 tokens: batched {many * 1e3:.0f} ms, sequential "
+        f"{one * 1e3:.0f} ms, ratio {one / many:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

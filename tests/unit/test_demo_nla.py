@@ -1,0 +1,85 @@
+"""The quick start's demo NLA: built from the packaged GGUF, written in the published checkpoint
+format, loaded back by the loader real checkpoints use, and verbalizing a real activation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from workers.nla.demo import LAYER, DemoPlan, build_demo
+from workers.nla.engine import NlaEngine
+from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
+from workers.sources import demo_paths, demo_source
+
+pytestmark = pytest.mark.slow
+
+SMALL = DemoPlan(docs=12, per_doc=3, batch=36)
+SENTENCE = "My cat loves to sleep on the warm windowsill in the afternoon."
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("demo-data")
+    build_demo(data_dir, progress=lambda line: None, plan=SMALL)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def engine(demo_dir: Path) -> NlaEngine:
+    return NlaEngine.load(demo_source(demo_dir), device="cpu")
+
+
+def test_the_demo_is_written_in_the_published_checkpoint_format(demo_dir):
+    target, av, ar = demo_paths(demo_dir)
+    assert (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
+    av_meta = yaml.safe_load((av / "nla_meta.yaml").read_text())
+    assert (av_meta["kind"], av_meta["role"], av_meta["d_model"]) == ("nla_model", "av", 576)
+    assert av_meta["extraction"] == {"injection_scale": None, "injection_layer": LAYER}
+    assert av_meta["tokens"]["injection_token_id"] == 16  # <empty_output>
+    ar_meta = yaml.safe_load((ar / "nla_meta.yaml").read_text())
+    assert ar_meta["critic"]["extraction_layer_index"] == LAYER
+    assert yaml.safe_load((ar / "config.json").read_text())["num_hidden_layers"] == LAYER + 1
+    assert load_file(str(ar / "value_head.safetensors"))["weight"].shape == (576, 576)
+    heldout = ar_meta["nlaweb"]["heldout"]
+    assert heldout["pairs_train"] + heldout["pairs_heldout"] == SMALL.docs * SMALL.per_doc
+    assert ar_meta["nlaweb"]["var_baseline"] > 0
+
+
+def test_a_second_build_rebuilds_nothing(demo_dir):
+    files = [p for p in demo_dir.rglob("*") if p.is_file()]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    lines: list[str] = []
+    build_demo(demo_dir, progress=lines.append, plan=SMALL)
+    assert all("present" in line for line in lines), lines
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
+def test_the_demo_engine_captures_what_output_hidden_states_reports(engine):
+    tokens = engine.tokenize([ChatTurn("user", SENTENCE)]).token_ids
+    captured = engine.capture(tokens, list(range(len(tokens))))
+    with torch.no_grad():
+        reference = engine.target.model(torch.tensor([tokens]), output_hidden_states=True)
+    assert torch.equal(captured, reference.hidden_states[LAYER + 1][0].float())
+
+
+def test_the_demo_verbalizer_describes_the_cat_token_as_a_cat(engine):
+    conversation = engine.tokenize([ChatTurn("user", SENTENCE)])
+    position = conversation.token_texts.index(" cat")
+    [result] = engine.explain(
+        conversation.token_ids, [position], GenerationSettings(), NoProgress()
+    )
+    assert result.token_text == " cat"
+    assert "cat" in result.text.lower(), result.raw_text
+    assert 0.0 <= result.fidelity.mse <= 4.0 and result.fidelity.relative_mse is not None
+
+
+def test_the_demo_prepare_command_needs_the_packaged_gguf():
+    from workers.nla.demo import gguf_location
+
+    directory, name = gguf_location()
+    assert (directory / name).is_file() and os.path.getsize(directory / name) > 50_000_000
