@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import yaml
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from workers.sources import SourceConfig
@@ -48,6 +48,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     core.train_from_iterator(CORPUS * 4, trainer)
+    # Like Llama's and Gemma's tokenizers: BOS under add_special_tokens=True, so templating and then
+    # tokenizing again would double it (the trap the engine must avoid).
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token="<bos>",

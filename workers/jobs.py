@@ -176,8 +176,12 @@ class _Progress:
                 ),
             )
 
-    def _send_text(self, index: int, text: str) -> None:
+    def _send_text(self, index: int, raw_so_far: str) -> None:
+        """Publish the explanation so far as the panel will show it (without the AV's tags)."""
+        from workers.nla.verbalizer import extract_explanation
+
         explanation_id = self.job.explanation_ids[index]
+        text = extract_explanation(raw_so_far)
         self.store.publish(
             self.job.conversation_id, ExplanationText(explanation_id=explanation_id, text=text)
         )

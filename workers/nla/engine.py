@@ -110,6 +110,8 @@ class NlaEngine:
         """`[P, d]` float32 activations at `positions`, from the cache or one forward pass that
         stops after block K and covers only tokens[:max(uncached)+1]."""
         self._check_request(token_ids, positions)
+        if not positions:
+            return torch.empty(0, self.reconstructor.meta.d_model)
         keys = prefix_keys(self.source.id, token_ids, positions)
         found = {p: self.cache.get(k) for p, k in zip(positions, keys, strict=True)}
         missing = sorted({p for p, v in found.items() if v is None})
@@ -129,6 +131,7 @@ class NlaEngine:
         progress: ExplainProgress,
     ) -> list[TokenExplanation]:
         """Explain `positions` of `token_ids` in one capture, one AV batch and one AR batch."""
+        _check_count(len(positions))
         with out_of_memory_as_error("explaining these tokens"):
             progress.stage("capturing", 0, len(positions))
             vectors = self.capture(token_ids, positions)
@@ -190,7 +193,6 @@ class NlaEngine:
                 f"This conversation has {len(token_ids)} tokens; the source accepts at most "
                 f"{self.max_sequence_tokens}. Start a new conversation or shorten this one."
             )
-        _check_count(len(positions))
         for p in positions:
             if not 0 <= p < len(token_ids):
                 raise PositionOutOfRange(

@@ -164,10 +164,13 @@ def parse_av(doc: dict[str, Any], where: str, overrides: Overrides = Overrides()
         raise mismatch(where, "prompt_templates.av", "a template containing {injection_char}", template)
     block = r.get("nlaweb") or {}
     stops = block.get("stop_strings") or [DEFAULT_STOP]
+    injection_layer = r.opt(int, "extraction.injection_layer") or 0
+    if injection_layer < 0:
+        raise mismatch(where, "extraction.injection_layer", "0 or a block index", injection_layer)
     return AvMeta(
         d_model=d_model,
         injection_scale=_scale(raw_scale, d_model, r, "extraction.injection_scale"),
-        injection_layer=r.opt(int, "extraction.injection_layer") or 0,
+        injection_layer=injection_layer,
         injection_char=r.need(str, "tokens.injection_char"),
         injection_token_id=r.need(int, "tokens.injection_token_id"),
         left_neighbor_id=r.opt(int, "tokens.injection_left_neighbor_id"),
