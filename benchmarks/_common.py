@@ -20,7 +20,9 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads"
 
 
-def best_of(runs: int, fn: Callable[[], T], reset: Callable[[], None] | None = None) -> tuple[float, T]:
+def best_of(
+    runs: int, fn: Callable[[], T], reset: Callable[[], None] | None = None
+) -> tuple[float, T]:
     """The fastest wall time of `runs` calls (seconds) and the last result; `reset` runs untimed."""
     best, result = float("inf"), None
     for _ in range(runs):

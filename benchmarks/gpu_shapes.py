@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.nla.capture import capture_block_output  # noqa: E402
-from workers.nla.decode import DecodeSpec, generate  # noqa: E402
-from workers.nla.inject import embeddings_with_injection, rescale  # noqa: E402
+from workers.nla.capture import capture_block_output
+from workers.nla.decode import DecodeSpec, generate
+from workers.nla.inject import embeddings_with_injection, rescale
 
 #: Peak HBM bandwidth by device-name fragment, bytes/s (vendor figures).
 HBM = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100": 2.0e12}
@@ -60,21 +60,15 @@ def sync_time(fn):  # type: ignore[no-untyped-def]
     return time.perf_counter() - start, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--layers", type=int, default=28)
-    parser.add_argument("--tokens", type=int, default=120)
-    parser.add_argument("--positions", type=int, default=16)
-    args = parser.parse_args()
+def bench_av(layers: int, tokens: int, positions: int) -> None:
     name = torch.cuda.get_device_name()
-    av = qwen7b(args.layers)
+    av = qwen7b(layers)
     weight_bytes = sum(p.numel() * p.element_size() for p in av.parameters())
     bandwidth = next((v for k, v in HBM.items() if k in name), None)
-    print(f"device: {name}; AV {weight_bytes / 1e9:.1f} GB bf16, {args.layers} layers")
-
+    print(f"device: {name}; AV {weight_bytes / 1e9:.1f} GB bf16, {layers} layers")
     prompt = torch.randint(0, 150000, (1, PROMPT_TOKENS), device="cuda")
-    vectors = rescale(torch.randn(args.positions, 3584, device="cuda"), 150.0)
-    spec = DecodeSpec(max_new_tokens=args.tokens)
+    vectors = rescale(torch.randn(positions, 3584, device="cuda"), 150.0)
+    spec = DecodeSpec(max_new_tokens=tokens)
 
     def run(rows: torch.Tensor) -> None:
         embeds = embeddings_with_injection(av, prompt.expand(rows.shape[0], -1), MARKER, rows)
@@ -82,28 +76,41 @@ def main() -> None:
 
     run(vectors[:2])  # warm-up: kernels, allocator
     batched, _ = sync_time(lambda: run(vectors))
-    sequential, _ = sync_time(lambda: [run(vectors[i : i + 1]) for i in range(args.positions)])
-    step_b = batched / args.tokens
-    step_1 = sequential / (args.tokens * args.positions)
+    sequential, _ = sync_time(lambda: [run(vectors[i : i + 1]) for i in range(positions)])
     print(
-        f"[AV] {args.positions} × {args.tokens} tokens: batched {batched:.1f} s, sequential "
+        f"[AV] {positions} x {tokens} tokens: batched {batched:.1f} s, sequential "
         f"{sequential:.1f} s, ratio {sequential / batched:.1f}x"
     )
     limit = f"{weight_bytes / bandwidth * 1e3:.2f} ms" if bandwidth else "unknown bandwidth"
     print(
-        f"[AV] decode step: batch of {args.positions} {step_b * 1e3:.2f} ms, batch of 1 "
-        f"{step_1 * 1e3:.2f} ms; bandwidth limit (weights / HBM) {limit}"
+        f"[AV] decode step: batch of {positions} {batched / tokens * 1e3:.2f} ms, batch of 1 "
+        f"{sequential / (tokens * positions) * 1e3:.2f} ms; bandwidth limit (weights / HBM) {limit}"
     )
-    del av
-    torch.cuda.empty_cache()
+
+
+def bench_ar(positions: int) -> None:
     ar = qwen7b(LAYER + 1).model
-    texts = torch.randint(0, 150000, (args.positions, 160), device="cuda")
-    one, _ = sync_time(lambda: [capture_block_output(ar, texts[i : i + 1], LAYER) for i in range(args.positions)])
+    texts = torch.randint(0, 150000, (positions, 160), device="cuda")
+    capture_block_output(ar, texts[:2], LAYER)  # warm-up
+    one, _ = sync_time(
+        lambda: [capture_block_output(ar, texts[i : i + 1], LAYER) for i in range(positions)]
+    )
     many, _ = sync_time(lambda: capture_block_output(ar, texts, LAYER))
     print(
-        f"[AR] {args.positions} texts × 160 tokens: batched {many * 1e3:.0f} ms, sequential "
+        f"[AR] {positions} texts x 160 tokens: batched {many * 1e3:.0f} ms, sequential "
         f"{one * 1e3:.0f} ms, ratio {one / many:.1f}x"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=28)
+    parser.add_argument("--tokens", type=int, default=120)
+    parser.add_argument("--positions", type=int, default=16)
+    args = parser.parse_args()
+    bench_av(args.layers, args.tokens, args.positions)
+    torch.cuda.empty_cache()
+    bench_ar(args.positions)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import best_of, demo_engine, machine  # noqa: E402
-from workers.nla.capture import capture_block_output  # noqa: E402
-from workers.nla.types import ChatTurn, GenerationSettings, NoProgress  # noqa: E402
+from benchmarks._common import best_of, demo_engine, machine
+from workers.nla.capture import capture_block_output
+from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
 
 CONVERSATION = [
     ChatTurn("user", "My cat loves to sleep on the warm windowsill in the afternoon. Why?"),

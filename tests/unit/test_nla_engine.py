@@ -41,7 +41,6 @@ var_baseline = 0.5
 """
 
 
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> SourceConfig:
     return build_tiny_source(tmp_path_factory.mktemp("llama"))

@@ -26,7 +26,6 @@ TEXTS = [
 SQRT_D = math.sqrt(D_MODEL)
 
 
-
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
 def source(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

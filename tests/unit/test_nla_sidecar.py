@@ -356,5 +356,5 @@ def test_a_negative_injection_layer_is_refused_naming_the_field():
         "tokens": {"injection_char": "x", "injection_token_id": 5},
         "prompt_templates": {"av": "a {injection_char} b"},
     }
-    with pytest.raises(CheckpointIncompatible, match="'extraction.injection_layer'.*found -1"):
+    with pytest.raises(CheckpointIncompatible, match=r"'extraction\.injection_layer'.*found -1"):
         parse_av(doc, "av/nla_meta.yaml")

@@ -31,7 +31,9 @@ class DecodeSpec:
     end_ids: frozenset[int] = frozenset()
 
 
-def _pick(logits: torch.Tensor, spec: DecodeSpec, generator: torch.Generator | None) -> torch.Tensor:
+def _pick(
+    logits: torch.Tensor, spec: DecodeSpec, generator: torch.Generator | None
+) -> torch.Tensor:
     if spec.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / spec.temperature, dim=-1)
@@ -66,7 +68,9 @@ class _Rows:
             self.on_text(row, self.texts[row])
 
     def result(self) -> list[Decoded]:
-        return [Decoded(i, t, s) for i, t, s in zip(self.ids, self.texts, self.stopped, strict=True)]
+        return [
+            Decoded(i, t, s) for i, t, s in zip(self.ids, self.texts, self.stopped, strict=True)
+        ]
 
 
 def generate(

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from workers.nla.capture import capture_block_output
 from workers.nla.demo_corpus import docstrings
+from workers.nla.inject import rescale
 from workers.nla.loading import load_causal_lm, load_tokenizer
 from workers.nla.reconstructor import VALUE_HEAD, Reconstructor
 from workers.nla.sidecar import SIDECAR, ArMeta, AvMeta, parse_ar, parse_av
@@ -112,7 +113,9 @@ def convert_gguf(out: Path, progress: Progress) -> None:
     directory, name = gguf_location()
     progress(f"converting {name} to safetensors (once, about 20 s)")
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=name, dtype=torch.float32
+    )
     # The weights are de-quantized floats now; the GGUF quantizer only blocks serialization.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -187,10 +190,10 @@ def write_ar(target: Path, av: Path, out: Path, plan: DemoPlan, progress: Progre
 
     device, dtype = torch.device("cpu"), torch.float32
     progress(f"writing the demo AR trunk (blocks 0..{LAYER})")
-    full = load_causal_lm(target, device, dtype)
+    full: Any = load_causal_lm(target, device, dtype)
     config = full.config.__class__.from_dict(full.config.to_dict())
     config.num_hidden_layers = LAYER + 1
-    trunk = AutoModel.from_config(config)
+    trunk: Any = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
     trunk.load_state_dict(full.model.state_dict(), strict=False)
     trunk.save_pretrained(out)
     tokenizer = load_tokenizer(target)
@@ -231,7 +234,9 @@ def fit_value_head(
     vectors = _corpus_vectors(target, plan, progress)
     texts = _verbalize_all(verbalizer, vectors, plan, progress)
     progress(f"reading {len(texts)} AR prompts at block {LAYER}")
-    hidden = torch.cat([trunk.predict(texts[i : i + plan.batch]) for i in range(0, len(texts), plan.batch)])
+    hidden = torch.cat(
+        [trunk.predict(texts[i : i + plan.batch]) for i in range(0, len(texts), plan.batch)]
+    )
     goal = _normalised(vectors)
     cut = int(len(texts) * (1 - plan.heldout_fraction))
     weight = ridge(hidden[:cut], goal[:cut], RIDGE_LAMBDA).float()
@@ -251,14 +256,15 @@ def fit_value_head(
 
 
 def _normalised(vectors: torch.Tensor) -> torch.Tensor:
-    return vectors * (math.sqrt(vectors.shape[-1]) / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    return rescale(vectors, math.sqrt(vectors.shape[-1]))
 
 
 def ridge(inputs: torch.Tensor, outputs: torch.Tensor, lam: float) -> torch.Tensor:
     """`[d_out, d_in]` W minimising ‖X Wᵀ − Y‖² + λ‖W‖², solved in float64."""
     x, y = inputs.double(), outputs.double()
     gram = x.T @ x + lam * torch.eye(x.shape[1], dtype=torch.float64)
-    return torch.linalg.solve(gram, x.T @ y).T
+    weight: torch.Tensor = torch.linalg.solve(gram, x.T @ y).T
+    return weight
 
 
 def _corpus_vectors(target: TargetModel, plan: DemoPlan, progress: Progress) -> torch.Tensor:

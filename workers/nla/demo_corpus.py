@@ -7,13 +7,61 @@ import importlib
 import inspect
 import random
 
-MODULES = (
-    "abc argparse ast base64 bisect calendar codecs collections contextlib copy csv dataclasses "
-    "datetime decimal difflib enum fractions functools glob gzip hashlib heapq inspect io "
-    "ipaddress itertools json locale logging math mimetypes numbers operator os pathlib pickle "
-    "platform pprint queue random re secrets shutil statistics string struct tempfile textwrap "
-    "threading time typing uuid zipfile"
-).split()
+MODULES = [
+    "abc",
+    "argparse",
+    "ast",
+    "base64",
+    "bisect",
+    "calendar",
+    "codecs",
+    "collections",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "enum",
+    "fractions",
+    "functools",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "locale",
+    "logging",
+    "math",
+    "mimetypes",
+    "numbers",
+    "operator",
+    "os",
+    "pathlib",
+    "pickle",
+    "platform",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "secrets",
+    "shutil",
+    "statistics",
+    "string",
+    "struct",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "time",
+    "typing",
+    "uuid",
+    "zipfile",
+]
 MIN_CHARS, MAX_CHARS = 80, 400
 
 

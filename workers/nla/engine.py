@@ -101,7 +101,10 @@ class NlaEngine:
         return self.target.tokenize(turns, add_generation_prompt=add_generation_prompt)
 
     def reply(
-        self, turns: Sequence[ChatTurn], settings: GenerationSettings, on_text: Callable[[str], None]
+        self,
+        turns: Sequence[ChatTurn],
+        settings: GenerationSettings,
+        on_text: Callable[[str], None],
     ) -> str:
         with out_of_memory_as_error("writing the reply"):
             return self.target.reply(turns, settings, DEFAULT_REPLY_TOKENS, on_text)
@@ -183,9 +186,7 @@ class NlaEngine:
         progress.stage("scoring", 0, total)
         scores = self.score([t.text for t in texts], vectors)
         norms = vectors.float().norm(dim=-1).tolist()
-        return [
-            VectorExplanation(t, s, n) for t, s, n in zip(texts, scores, norms, strict=True)
-        ]
+        return [VectorExplanation(t, s, n) for t, s, n in zip(texts, scores, norms, strict=True)]
 
     def _check_request(self, token_ids: Sequence[int], positions: Sequence[int]) -> None:
         if len(token_ids) > self.max_sequence_tokens:

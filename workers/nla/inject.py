@@ -22,7 +22,8 @@ def rescale(vectors: torch.Tensor, scale: float | None) -> torch.Tensor:
     if scale is None:
         return vectors
     norms = vectors.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
-    return vectors * (scale / norms)
+    scaled: torch.Tensor = vectors * (scale / norms)
+    return scaled
 
 
 def embeddings_with_injection(

@@ -76,8 +76,8 @@ def _load(auto: Any, path: Path, device: torch.device, dtype: torch.dtype) -> nn
     from transformers.utils import logging as hf_logging
 
     # The AR trunk is loaded from a causal-LM directory: its unused lm_head is reported, not an error.
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         model: nn.Module = auto.from_pretrained(path, dtype=dtype)
     except Exception as exc:

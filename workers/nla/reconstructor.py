@@ -43,10 +43,14 @@ class Reconstructor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Path, device: torch.device, dtype: torch.dtype, overrides: Overrides = Overrides()
+        cls,
+        path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        overrides: Overrides | None = None,
     ) -> Reconstructor:
         where = str(path / SIDECAR)
-        meta = parse_ar(read_yaml(path), where, overrides)
+        meta = parse_ar(read_yaml(path), where, overrides or Overrides())
         tokenizer = load_tokenizer(path)
         _check_suffix(tokenizer, meta, where)
         model = load_base_model(path, device, dtype)

@@ -148,7 +148,8 @@ def _layer(r: _Reader, override: int | None) -> int | None:
     return override if override is not None else found
 
 
-def parse_av(doc: dict[str, Any], where: str, overrides: Overrides = Overrides()) -> AvMeta:
+def parse_av(doc: dict[str, Any], where: str, overrides: Overrides | None = None) -> AvMeta:
+    overrides = overrides or Overrides()
     r = _Reader(doc, where)
     d_model = _common(r, "av")
     if overrides.injection_scale is not None:
@@ -161,7 +162,9 @@ def parse_av(doc: dict[str, Any], where: str, overrides: Overrides = Overrides()
         )
     template: str = r.need(str, "prompt_templates.av", "prompt_templates.actor")
     if "{injection_char}" not in template:
-        raise mismatch(where, "prompt_templates.av", "a template containing {injection_char}", template)
+        raise mismatch(
+            where, "prompt_templates.av", "a template containing {injection_char}", template
+        )
     block = r.get("nlaweb") or {}
     stops = block.get("stop_strings") or [DEFAULT_STOP]
     injection_layer = r.opt(int, "extraction.injection_layer") or 0
@@ -184,7 +187,8 @@ def parse_av(doc: dict[str, Any], where: str, overrides: Overrides = Overrides()
     )
 
 
-def parse_ar(doc: dict[str, Any], where: str, overrides: Overrides = Overrides()) -> ArMeta:
+def parse_ar(doc: dict[str, Any], where: str, overrides: Overrides | None = None) -> ArMeta:
+    overrides = overrides or Overrides()
     r = _Reader(doc, where)
     d_model = _common(r, "ar")
     if overrides.mse_scale is not None:
@@ -201,10 +205,14 @@ def parse_ar(doc: dict[str, Any], where: str, overrides: Overrides = Overrides()
         )
     template: str = r.need(str, "prompt_templates.ar", "prompt_templates.critic")
     if "{explanation}" not in template:
-        raise mismatch(where, "prompt_templates.ar", "a template containing {explanation}", template)
+        raise mismatch(
+            where, "prompt_templates.ar", "a template containing {explanation}", template
+        )
     suffix = r.get("tokens.critic_suffix_ids")
     block = r.get("nlaweb") or {}
-    var = overrides.var_baseline if overrides.var_baseline is not None else block.get("var_baseline")
+    var = (
+        overrides.var_baseline if overrides.var_baseline is not None else block.get("var_baseline")
+    )
     return ArMeta(
         d_model=d_model,
         mse_scale=mse_scale,

@@ -60,9 +60,7 @@ class TargetModel:
         if add_generation_prompt:
             end = _common_prefix(_template_ids(self.tokenizer, turns, False), ids)
         bounds.append(end)
-        spans = [
-            MessageSpan(i, t.role, bounds[i], bounds[i + 1]) for i, t in enumerate(turns)
-        ]
+        spans = [MessageSpan(i, t.role, bounds[i], bounds[i + 1]) for i, t in enumerate(turns)]
         if end < len(ids):
             spans.append(MessageSpan(len(turns), "assistant", end, len(ids)))
         spans = self._split_lead(spans, ids, self._opener(turns, spans, ids))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.nla.decode import DecodeSpec, Decoded, generate
+from workers.nla.decode import Decoded, DecodeSpec, generate
 from workers.nla.errors import CheckpointIncompatible, mismatch
 from workers.nla.inject import embeddings_with_injection, patched_block_output, rescale
 from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer, text_config
@@ -49,7 +49,9 @@ def check_prompt(tokenizer: Any, meta: AvMeta, ids: list[int], where: str) -> in
         raise mismatch(where, "tokens.injection_token_id", meta.injection_token_id, encoded[0])
     count = ids.count(meta.injection_token_id)
     if count != 1:
-        raise mismatch(where, "tokens.injection_token_id", "exactly 1 occurrence in the prompt", count)
+        raise mismatch(
+            where, "tokens.injection_token_id", "exactly 1 occurrence in the prompt", count
+        )
     position = ids.index(meta.injection_token_id)
     left = ids[position - 1] if position > 0 else None
     right = ids[position + 1] if position + 1 < len(ids) else None
@@ -70,10 +72,14 @@ class Verbalizer:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Path, device: torch.device, dtype: torch.dtype, overrides: Overrides = Overrides()
+        cls,
+        path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        overrides: Overrides | None = None,
     ) -> Verbalizer:
         where = str(path / SIDECAR)
-        meta = parse_av(read_yaml(path), where, overrides)
+        meta = parse_av(read_yaml(path), where, overrides or Overrides())
         tokenizer = load_tokenizer(path)
         ids = prompt_ids(tokenizer, meta)
         marker = check_prompt(tokenizer, meta, ids, where)
@@ -83,7 +89,10 @@ class Verbalizer:
             raise mismatch(where, "d_model", hidden, meta.d_model)
         if meta.injection_layer >= len(decoder_layers(model)):
             raise mismatch(
-                where, "extraction.injection_layer", f"< {len(decoder_layers(model))}", meta.injection_layer
+                where,
+                "extraction.injection_layer",
+                f"< {len(decoder_layers(model))}",
+                meta.injection_layer,
             )
         return cls(model, tokenizer, meta, ids, marker)
 
