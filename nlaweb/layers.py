@@ -1,4 +1,5 @@
-"""An in-memory channel layer that the embedded worker thread can publish to.
+"""The channel layers: Redis's configuration, and an in-memory layer that the embedded worker thread
+can publish to.
 
 Channels' InMemoryChannelLayer keeps asyncio queues bound to the server's event loop; putting into them
 from the worker thread (through `async_to_sync`, which runs another loop) would wake the waiting
@@ -12,6 +13,20 @@ from collections.abc import Coroutine
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
+
+#: channels_redis waits for frames in BZPOPMIN calls that block up to its `brpop_timeout` (5 s) on
+#: the server; redis-py 8 reads every reply with a 5 s socket timeout by default, so an idle
+#: websocket's receive races the two and the consumer dies with close code 1011
+#: (django/channels_redis#422). Replies are awaited well beyond what the server ever blocks.
+REDIS_SOCKET_TIMEOUT_S = 15
+
+
+def redis_channel_layer(url: str) -> dict[str, Any]:
+    """The CHANNEL_LAYERS entry for Redis at `url`."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": REDIS_SOCKET_TIMEOUT_S}]},
+    }
 
 
 class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):  # type: ignore[misc]

@@ -11,6 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from nlaweb.env import env_bool, env_int, env_list, env_path, env_str
+from nlaweb.layers import redis_channel_layer
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR: Path = env_path("NLAWEB_DATA_DIR", BASE_DIR / "var") or BASE_DIR / "var"
@@ -119,10 +120,7 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # Channels: Redis in production; a thread-safe in-memory layer for the embedded worker thread.
 CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
-    }
+    "default": redis_channel_layer(REDIS_URL)
     if REDIS_URL
     else {"BACKEND": "nlaweb.layers.ThreadSafeInMemoryChannelLayer"}
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.personas import Persona, make_persona
+from tests.stack_fixtures import stack, tiny_sources_file  # noqa: F401
 
 
 @pytest.fixture

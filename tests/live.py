@@ -4,6 +4,7 @@ on Redis and a daphne ASGI server, both on the test database and a tiny NLA sour
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,17 @@ class Stack:
     ws_url: str
     worker_log: Path
     server_log: Path
+    worker_pid: int
+
+    @contextmanager
+    def worker_paused(self) -> Iterator[None]:
+        """Freeze the worker process (SIGSTOP) so jobs wait in the queue; resume it on exit.
+        Lets a test look at the page before any frame of a job arrives."""
+        os.kill(self.worker_pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.worker_pid, signal.SIGCONT)
 
     def logs(self) -> str:
         return "\n".join(
@@ -111,7 +123,9 @@ def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
         env,
         server_log,
     )
-    stack = Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker_log, server_log)
+    stack = Stack(
+        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker_log, server_log, worker.pid
+    )
     try:
         wait_until(
             lambda: (

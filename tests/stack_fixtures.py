@@ -1,4 +1,7 @@
-"""Fixtures of the live stack, shared by tests/integration and tests/browser through their conftest."""
+"""Fixtures of the live stack. `stack` and `tiny_sources_file` are registered once, in tests/conftest.py,
+so one session starts one worker and one server for tests/integration and tests/browser together
+(a test that pauses the worker then pauses the only consumer of the queue); `_use_tiny_source` is
+imported by those two directories' conftest only."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from django.conf import settings
 
 from nlaweb import sources as web_sources
 from tests.live import Stack, running_stack, write_sources_file
-from tests.tiny_models import build_tiny_source
 
 
 @pytest.fixture(scope="session")
 def tiny_sources_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    from tests.tiny_models import build_tiny_source  # torch: only when a stack test runs
+
     root = tmp_path_factory.mktemp("tiny-nla")
     source = build_tiny_source(root / "llama", family="llama")
     return write_sources_file(root / "sources.toml", [source]), source.id

@@ -25,8 +25,15 @@ def _panel(request: HttpRequest, explanation: Explanation | None, error: str = "
             "source": get_source(source_id),
             "figures": build_figures(source_id) if explanation else {},
             "stages": STAGES[:-1],
+            "stage_index": _stage_index(explanation),
         },
     )
+
+
+def _stage_index(explanation: Explanation | None) -> int:
+    """Where the stored stage is in STAGES, so a reload mid-job marks the same step as the frames do."""
+    stage = explanation.stage if explanation else ""
+    return STAGES.index(stage) if stage in STAGES else 0
 
 
 @require_POST

@@ -10,6 +10,12 @@
   let backoff = 500;
   let lastFrameAt = 0;
 
+  // A frame can arrive before the element it updates exists: the explain and send requests enqueue
+  // their job before their response is swapped in, and a short job finishes first. So the latest state
+  // of each explanation and reply is kept here and applied when htmx swaps new content in.
+  const explanations = new Map(); // explanation id → {stage, done, total, text, finished}
+  const replies = new Map(); // message id → {text, finished}
+
   function panel(explanationId) {
     return document.querySelector(`#panel [data-explanation-id="${explanationId}"]`);
   }
@@ -20,6 +26,10 @@
 
   function refreshThread() {
     htmx.ajax("GET", root.dataset.threadUrl, { target: "#thread", swap: "outerHTML" });
+  }
+
+  function isUnfinished(el) {
+    return el.dataset.status === "queued" || el.dataset.status === "running";
   }
 
   function showStage(el, stage, done, total) {
@@ -34,22 +44,59 @@
     if (bar && index >= 0) bar.value = index;
   }
 
+  function applyExplanation(id) {
+    const el = panel(id);
+    const state = explanations.get(id);
+    if (!el || !state || !isUnfinished(el)) return;
+    if (state.finished) {
+      explanations.delete(id); // the server's panel is the truth from here on
+      refreshPanel(el);
+      return;
+    }
+    if (state.stage) showStage(el, state.stage, state.done, state.total);
+    const text = el.querySelector('[data-role="text"]');
+    if (text && state.text) text.textContent = state.text;
+  }
+
+  function updateExplanation(id, change) {
+    explanations.set(id, { ...(explanations.get(id) || {}), ...change });
+    applyExplanation(id);
+  }
+
+  function applyReply(id) {
+    const state = replies.get(id);
+    const thread = document.getElementById("thread");
+    if (!state || !thread) return;
+    if (state.finished) {
+      if (thread.dataset.generating === id) {
+        replies.delete(id);
+        refreshThread();
+      }
+      return;
+    }
+    const el = document.querySelector(`[data-streaming-message="${id}"]`);
+    if (el) el.textContent = state.text;
+  }
+
+  function updateReply(id, change) {
+    replies.set(id, { ...(replies.get(id) || {}), ...change });
+    applyReply(id);
+  }
+
+  function finishReply(id) {
+    replies.set(id, { finished: true }); // for a send response that is swapped in after this
+    refreshThread(); // also brings another tab of this conversation up to date
+  }
+
   const handlers = {
-    "chat.delta": (f) => {
-      const el = document.querySelector(`[data-streaming-message="${f.message_id}"]`);
-      if (el) el.textContent = f.text;
-    },
-    "chat.done": () => refreshThread(),
-    "chat.failed": () => refreshThread(),
-    "explanation.progress": (f) => { const el = panel(f.explanation_id); if (el) showStage(el, f.stage, f.done, f.total); },
-    "explanation.text": (f) => {
-      const el = panel(f.explanation_id);
-      const text = el && el.querySelector('[data-role="text"]');
-      if (text) text.textContent = f.text;
-      if (el) showStage(el, "verbalizing", 0, 0);
-    },
-    "explanation.done": (f) => { const el = panel(f.explanation_id); if (el) refreshPanel(el); },
-    "explanation.failed": (f) => { const el = panel(f.explanation_id); if (el) refreshPanel(el); },
+    "chat.delta": (f) => updateReply(f.message_id, { text: f.text }),
+    "chat.done": (f) => finishReply(f.message_id),
+    "chat.failed": (f) => finishReply(f.message_id),
+    "explanation.progress": (f) =>
+      updateExplanation(f.explanation_id, { stage: f.stage, done: f.done, total: f.total }),
+    "explanation.text": (f) => updateExplanation(f.explanation_id, { text: f.text }),
+    "explanation.done": (f) => updateExplanation(f.explanation_id, { finished: true }),
+    "explanation.failed": (f) => updateExplanation(f.explanation_id, { finished: true }),
   };
 
   function connect() {
@@ -69,8 +116,8 @@
     };
   }
 
-  // Frames sent before the socket or the panel existed are missed; if nothing arrived for a while,
-  // ask the server for the current state of whatever is still unfinished.
+  // Frames sent while the socket was down are missed; if nothing arrived for a while, ask the server
+  // for the current state of whatever is still unfinished.
   function safetyPoll() {
     if (Date.now() - lastFrameAt < SAFETY_POLL_MS) return;
     const running = document.querySelector('#panel [data-status="queued"], #panel [data-status="running"]');
@@ -79,11 +126,22 @@
     if (thread && thread.dataset.generating) refreshThread();
   }
 
+  function applyHeldStates() {
+    document.querySelectorAll("#panel [data-explanation-id]").forEach((el) => {
+      applyExplanation(el.dataset.explanationId);
+    });
+    const thread = document.getElementById("thread");
+    if (thread && thread.dataset.generating) applyReply(thread.dataset.generating);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     root = document.querySelector("[data-conversation-ws]");
     if (!root) return;
     connect();
     setInterval(safetyPoll, SAFETY_POLL_MS);
   });
-  document.addEventListener("htmx:afterSwap", () => { lastFrameAt = Date.now(); });
+  document.addEventListener("htmx:afterSwap", () => {
+    lastFrameAt = Date.now();
+    if (root) applyHeldStates();
+  });
 })();

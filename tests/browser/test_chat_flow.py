@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
+
+from nlaweb.chat.models import Snapshot
+from nlaweb.explanations.models import Explanation
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,46 +26,179 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+NUMBER = re.compile(r"^-?\d+\.\d\d$")
+
+# Records what the explanation panel shows after every change (one entry per DOM mutation batch),
+# so a test can check the stages and the streamed text that were on screen before the final score.
+PANEL_RECORDER = """
+window.panelLog = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const root = document.getElementById("panel");
+  if (!root) return;
+  new MutationObserver(() => {
+    const e = root.querySelector(".explanation");
+    if (!e) return;
+    const active = e.querySelector(".stages li.active");
+    const text = e.querySelector('[data-role="text"]');
+    window.panelLog.push({
+      status: e.dataset.status,
+      stage: active ? active.dataset.stage : null,
+      text: text ? text.textContent : null,
+    });
+  }).observe(root, { childList: true, subtree: true, attributes: true, characterData: true });
+});
+"""
 
 
 @pytest.fixture
-def page(stack) -> Iterator[Page]:
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
+def page(stack, monkeypatch) -> Iterator[Page]:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
+    # expect() has its own 5 s default; a worker's first job imports torch and loads the models.
+    expect.set_options(timeout=60_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.set_default_timeout(60_000)
+        page.add_init_script(PANEL_RECORDER)
         yield page
+        # While Playwright's loop runs, Django keys its connections by context rather than by
+        # thread, so the test's queries used a connection of their own: close it here, or the test
+        # database cannot be dropped at the end of the session.
+        connections.close_all()
         browser.close()
 
 
-def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page: Page, stack):
+def _record_frames(page: Page) -> list[dict[str, Any]]:
+    """Every websocket frame the page receives, parsed, in order."""
+    frames: list[dict[str, Any]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda payload: frames.append(json.loads(payload))),
+    )
+    return frames
+
+
+def _start_conversation(page: Page, stack) -> None:
     page.goto(stack.base_url + "/")
     page.get_by_role("button", name="New conversation").click()
     expect(page.locator("body")).to_have_attribute("data-ws", "open")
-    page.get_by_placeholder("Message the model…").fill("My cat loves to sleep")
+
+
+def _send(page: Page, text: str) -> None:
+    page.get_by_placeholder("Message the model…").fill(text)
     page.get_by_role("button", name="Send").click()
+
+
+def _conversation_id(page: Page) -> str:
+    return re.search(r"/c/([0-9a-f-]{36})/", page.url).group(1)
+
+
+def _types(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["type"] for f in frames]
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page: Page, stack):
+    frames = _record_frames(page)
+    _start_conversation(page, stack)
+    _send(page, "My cat loves to sleep")
     expect(page.locator("article.message.user")).to_contain_text("My cat loves to sleep")
     # When the reply is done the thread is re-rendered with token chips for every message.
     chips = page.locator("article.message.assistant .tok")
     expect(chips.first).to_be_visible()
-    user_chips = page.locator("article.message.user .tok")
-    user_chips.last.click()
+    types = _types(frames)
+    assert "chat.delta" in types and types.index("chat.delta") < types.index("chat.done")
+
+    # The worker is held while the chip is clicked, so every frame of the job reaches a panel that
+    # is already on screen: it must show the stages, the streamed text, then the score.
     panel = page.locator("#panel .explanation")
+    with stack.worker_paused():
+        with page.expect_response(re.compile(r"/explain$")) as clicked:
+            page.locator("article.message.user .tok").last.click()
+        expect(panel).to_have_attribute("data-status", "queued")
+        expect(panel.locator(".stages li")).to_have_text(
+            ["queued", "loading", "capturing", "verbalizing", "scoring"]
+        )
+    assert 'data-status="queued"' in clicked.value.text()
     expect(panel).to_have_attribute("data-status", "done")
-    expect(panel.locator('[data-role="relative-mse"], .score dd').first).to_be_visible()
-    expect(panel.locator(".score")).to_contain_text("cosine")
-    expect(panel.locator('[data-role="text"]')).to_be_visible()
-    # Reloading shows the same stored explanation: a second click is a lookup.
+
+    explanation_id = panel.get_attribute("data-explanation-id")
+    explanation = Explanation.objects.get(pk=explanation_id)
+    assert explanation.status == "done"
+    assert explanation.text.strip(), "the tiny AV wrote nothing; pick a position it explains"
+    mine = [f for f in frames if f.get("explanation_id") == explanation_id]
+    stages = [f["stage"] for f in mine if f["type"] == "explanation.progress"]
+    assert stages == ["loading", "capturing", "verbalizing", "scoring"]
+    assert _types(mine)[-1] == "explanation.done"
+    steps = [f["stage"] if f["type"] == "explanation.progress" else f["type"] for f in mine]
+    texts_at = [i for i, step in enumerate(steps) if step == "explanation.text"]
+    assert texts_at, steps  # the AV's text streamed while it was verbalizing, not after
+    assert steps.index("verbalizing") < min(texts_at), steps
+    assert max(texts_at) < steps.index("scoring"), steps
+    assert mine[-1]["text"] == explanation.text
+
+    shown = page.evaluate("window.panelLog")
+    before_done = [entry for entry in shown if entry["status"] == "queued"]
+    stages_shown: list[str] = []
+    for entry in before_done:
+        if entry["stage"] and stages_shown[-1:] != [entry["stage"]]:
+            stages_shown.append(entry["stage"])
+    assert stages_shown == ["queued", "loading", "capturing", "verbalizing", "scoring"], shown
+    streamed = [e["text"] for e in before_done if e["stage"] == "verbalizing" and e["text"]]
+    assert streamed and streamed[-1] == explanation.text, shown
+    assert shown[-1]["status"] == "done"
+
+    assert _words(panel.locator('[data-role="text"]').inner_text()) == _words(explanation.text)
+    for role in ("relative-mse", "fve", "cosine"):
+        expect(panel.locator(f'[data-role="{role}"]')).to_have_text(NUMBER)
+    expect(panel.locator('[data-role="confidence"]')).to_have_text(
+        f"{explanation.confidence} confidence"
+    )
+
+    # Reloading shows the same stored explanation: a second click is a lookup of the same row.
     page.reload()
+    with page.expect_response(re.compile(r"/explain$")) as again:
+        page.locator("article.message.user .tok").last.click()
+    assert 'data-status="done"' in again.value.text()
+    expect(page.locator("#panel .explanation")).to_have_attribute(
+        "data-explanation-id", explanation_id
+    )
+    assert Explanation.objects.filter(snapshot__conversation_id=_conversation_id(page)).count() == 1
+
+
+def test_a_failed_explanation_shows_one_sentence_and_the_conversation_goes_on(page: Page, stack):
+    _start_conversation(page, stack)
+    _send(page, "My cat loves to sleep")
+    expect(page.locator("article.message.assistant .tok").first).to_be_visible()
+    # The source of this conversation's tokens is retired: no worker serves it any more.
+    conversation_id = _conversation_id(page)
+    Snapshot.objects.filter(conversation_id=conversation_id).update(source_id="retired-source")
+
     page.locator("article.message.user .tok").last.click()
+    panel = page.locator("#panel .explanation")
+    expect(panel).to_have_attribute("data-status", "failed")
+    expect(panel.get_by_role("alert")).to_have_text(
+        "No worker serves the NLA source 'retired-source' (this worker serves: tiny-llama); "
+        "ask an administrator to start a worker for it."
+    )
+    expect(panel.get_by_role("alert")).to_have_count(1)
+
+    # The conversation is intact and goes on: a next message gets a reply with explainable tokens.
+    expect(page.locator("article.message")).to_have_count(2)
+    expect(page.locator("article.message.user")).to_contain_text("My cat loves to sleep")
+    _send(page, "Tell me more")
+    expect(page.locator("article.message")).to_have_count(4)
+    second_reply = page.locator("article.message.assistant").nth(1)
+    expect(second_reply.locator(".tok").first).to_be_visible()
+    second_reply.locator(".tok").last.click()
     expect(page.locator("#panel .explanation")).to_have_attribute("data-status", "done")
 
 
 def test_an_empty_message_shows_a_sentence_in_the_page(page: Page, stack):
-    page.goto(stack.base_url + "/")
-    page.get_by_role("button", name="New conversation").click()
-    page.get_by_placeholder("Message the model…").fill("   ")
-    page.get_by_role("button", name="Send").click()
+    _start_conversation(page, stack)
+    _send(page, "   ")
     expect(page.get_by_role("alert")).to_have_text(re.compile("empty message cannot be sent"))
     expect(page.locator("article.message")).to_have_count(0)

@@ -83,3 +83,15 @@ def test_the_documented_sources_example_parses():
     sources = parse_sources(example.read_text(encoding="utf-8"), origin=str(example))
     assert [s.id for s in sources] == ["qwen2.5-7b-l20", "kitft-l41"]
     assert sources[1].av == "kitft/nla-gemma3-27b-L41-av" and sources[1].var_baseline == 0.0579
+
+
+def test_the_redis_layer_waits_for_replies_longer_than_its_blocking_receive_lasts():
+    # Else an idle websocket's receive times out in redis-py and the consumer closes with 1011.
+    from channels_redis.core import RedisChannelLayer
+
+    from nlaweb.layers import redis_channel_layer
+
+    entry = redis_channel_layer("redis://127.0.0.1:6379/15")
+    layer = RedisChannelLayer(**entry["CONFIG"])
+    connection = layer.create_pool(0).make_connection()  # not connected: no Redis needed
+    assert connection.socket_timeout > layer.brpop_timeout
