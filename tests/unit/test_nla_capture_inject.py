@@ -231,22 +231,32 @@ def test_the_verbalizer_feeds_the_rescaled_vector_as_the_marker_embedding(engine
     vectors = _vectors(2, seed=1)
     table = verbalizer.model.get_input_embeddings().weight.detach()
     prompt_rows = table[verbalizer.prompt[0]] * EMBED_SCALE[family]
+    verbalizer.prefix_cache()  # the tokens before the marker run once per process, not per request
     inputs = BlockInputs(verbalizer.model)
     try:
         verbalizer.verbalize(vectors, GenerationSettings(max_new_tokens=2))
     finally:
         inputs.close()
-    prefill = inputs.seen[0]
+    prefill = inputs.seen[0]  # the marker and the tokens after it, one row per vector
     marker = verbalizer.marker
-    others = [p for p in range(prefill.shape[1]) if p != marker]
-    assert prefill.shape == (2, verbalizer.prompt.shape[1], D_MODEL)
+    assert prefill.shape == (2, verbalizer.prompt.shape[1] - marker, D_MODEL)
     expected = _hand_rescaled(vectors, INJECTION_SCALE)
-    assert torch.allclose(prefill[:, marker], expected, rtol=1e-6, atol=1e-6)
-    assert prefill[:, marker].norm(dim=-1).tolist() == pytest.approx(
-        [INJECTION_SCALE] * 2, rel=1e-6
-    )
+    assert torch.allclose(prefill[:, 0], expected, rtol=1e-6, atol=1e-6)
+    assert prefill[:, 0].norm(dim=-1).tolist() == pytest.approx([INJECTION_SCALE] * 2, rel=1e-6)
     for row in range(2):
-        assert torch.allclose(prefill[row, others], prompt_rows[others], rtol=1e-6, atol=0)
+        assert torch.allclose(prefill[row, 1:], prompt_rows[marker + 1 :], rtol=1e-6, atol=0)
+
+
+def test_the_cached_prompt_prefix_gives_the_same_text_as_a_full_prefill(engines, family):
+    verbalizer = engines[family].verbalizer
+    vectors = _vectors(3, seed=4)
+    spec = DecodeSpec(max_new_tokens=6)
+    ids = verbalizer.prompt.expand(3, -1)
+    injected = rescale(vectors, INJECTION_SCALE)
+    embeds = embeddings_with_injection(verbalizer.model, ids, verbalizer.marker, injected)
+    full = generate(verbalizer.model, verbalizer.tokenizer, spec, inputs_embeds=embeds)
+    cached = verbalizer.verbalize(vectors, GenerationSettings(max_new_tokens=6))
+    assert [d.text for d in full] == [v.raw_text for v in cached]
 
 
 # Injection at the output of block j > 0
@@ -297,6 +307,7 @@ def test_the_block_verbalizer_patches_block_j_and_leaves_the_embeddings_alone(bl
     verbalizer = block_engine.verbalizer
     model, marker = verbalizer.model, verbalizer.marker
     vectors = _vectors(2, seed=3)
+    verbalizer.prefix_cache()  # the tokens before the marker run once per process, not per request
     inputs = BlockInputs(model)
     deeper = BlockInputs(model, BLOCK_INJECTION_LAYER + 1)  # block j's output as block j+1 gets it
     try:
@@ -306,6 +317,7 @@ def test_the_block_verbalizer_patches_block_j_and_leaves_the_embeddings_alone(bl
         deeper.close()
     with torch.no_grad():
         plain = model.get_input_embeddings()(verbalizer.prompt)
-    assert torch.equal(inputs.seen[0][0], plain[0])
+    assert torch.equal(inputs.seen[0][0], plain[0, marker:])
     expected = _hand_rescaled(vectors, INJECTION_SCALE)
-    assert torch.allclose(deeper.seen[0][:, marker], expected, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(deeper.seen[0][:, 0], expected, rtol=1e-6, atol=1e-6)
+    assert [t.shape[1] for t in deeper.seen] == [verbalizer.prompt.shape[1] - marker, 1]

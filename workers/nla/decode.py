@@ -80,28 +80,39 @@ def generate(
     *,
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
+    cache: Any = None,
     on_text: OnText | None = None,
 ) -> list[Decoded]:
-    """Generate for a `[B, T]` prompt (ids or embeddings); each row stops on its own."""
+    """Generate for a `[B, T]` prompt (ids or embeddings), optionally after a `cache` of the tokens
+    before it; each row stops on its own and leaves the batch (and the KV cache) when it does."""
     prompt = input_ids if input_ids is not None else inputs_embeds
     assert prompt is not None
     batch, device = prompt.shape[0], prompt.device
     generator = torch.Generator().manual_seed(spec.seed) if spec.temperature > 0 else None
     rows = _Rows(batch, tokenizer, spec, on_text)
+    active = list(range(batch))  # batch rows still generating, in cache order
     with torch.no_grad():
         out = model(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=True, logits_to_keep=1
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         for step in range(spec.max_new_tokens):
             tokens = _pick(out.logits[:, -1, :], spec, generator)
-            for row, token in enumerate(tokens.tolist()):
-                if not rows.stopped[row]:
-                    rows.add(row, token)
+            for row, token in zip(active, tokens.tolist(), strict=True):
+                rows.add(row, token)
+            keep = [k for k, row in enumerate(active) if not rows.stopped[row]]
             # The last token needs no forward pass of its own: its logits would go unused.
-            if all(rows.stopped) or step == spec.max_new_tokens - 1:
+            if not keep or step == spec.max_new_tokens - 1:
                 break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                out.cache.batch_select_indices(index)
+                tokens, active = tokens[index], [active[k] for k in keep]
             out = model(
-                input_ids=tokens.view(batch, 1).to(device),
+                input_ids=tokens.view(-1, 1).to(device),
                 cache=out.cache,
                 use_cache=True,
                 logits_to_keep=1,

@@ -42,13 +42,16 @@ def embeddings_with_injection(
 def patched_block_output(
     model: nn.Module, layer: int, position: int, vectors: torch.Tensor
 ) -> Iterator[None]:
-    """While active, the output of block `layer` at `position` is replaced by `vectors` `[B, d]`, in
-    forward passes that cover `position` (the prefill); decode steps pass through untouched."""
+    """While active, the output of block `layer` at `position` (an index into the pass's own tokens)
+    is replaced by `vectors` `[B, d]` in the first forward pass (the prefill); later passes (decode
+    steps) go through untouched."""
+    pending = [True]
 
     def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        if hidden.shape[1] <= position:
+        if not pending:
             return output
+        pending.clear()
+        hidden = output[0] if isinstance(output, tuple) else output
         hidden = hidden.clone()
         hidden[:, position] = vectors.to(hidden.dtype)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden

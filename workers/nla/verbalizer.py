@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,7 @@ class Verbalizer:
         self.model, self.tokenizer, self.meta = model, tokenizer, meta
         self.prompt = torch.tensor([ids], device=next(model.parameters()).device)
         self.marker = marker
+        self._prefix: Any = None
         end = getattr(tokenizer, "eos_token_id", None)
         self.end_ids = frozenset([end] if isinstance(end, int) else [])
 
@@ -118,15 +121,30 @@ class Verbalizer:
         decoded = self._generate(injected, spec, on_text)
         return [self._result(d) for d in decoded]
 
+    def prefix_cache(self) -> Any:
+        """A fresh copy of the KV cache of the prompt before the marker (None when the marker comes
+        first). Every vector shares those tokens, so they are run once per process, not per row."""
+        if self.marker == 0:
+            return None
+        if self._prefix is None:
+            with torch.no_grad():
+                out = self.model(input_ids=self.prompt[:, : self.marker], use_cache=True)
+            self._prefix = out.cache
+        return copy.deepcopy(self._prefix)
+
     def _generate(
         self, injected: torch.Tensor, spec: DecodeSpec, on_text: Callable[[int, str], None] | None
     ) -> list[Decoded]:
-        ids = self.prompt.expand(injected.shape[0], -1)
+        batch = injected.shape[0]
+        cache = self.prefix_cache()
+        if cache is not None:
+            cache.batch_repeat_interleave(batch)
+        rest = self.prompt[:, self.marker :].expand(batch, -1)  # the marker is row 0 of `rest`
+        run = partial(generate, self.model, self.tokenizer, spec, cache=cache, on_text=on_text)
         if self.meta.injection_layer == 0:
-            embeds = embeddings_with_injection(self.model, ids, self.marker, injected)
-            return generate(self.model, self.tokenizer, spec, inputs_embeds=embeds, on_text=on_text)
-        with patched_block_output(self.model, self.meta.injection_layer, self.marker, injected):
-            return generate(self.model, self.tokenizer, spec, input_ids=ids, on_text=on_text)
+            return run(inputs_embeds=embeddings_with_injection(self.model, rest, 0, injected))
+        with patched_block_output(self.model, self.meta.injection_layer, 0, injected):
+            return run(input_ids=rest)
 
     def _result(self, decoded: Decoded) -> VerbalizedText:
         return VerbalizedText(
