@@ -96,7 +96,7 @@ def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
             "-Q",
             "gpu",
             "-P",
-            "solo",
+            "prefork",
             "-c",
             "1",
             "-n",

@@ -1,5 +1,5 @@
 """One engine per source per worker process, loaded lazily on first use (never at import or before a
-fork), shared by threads."""
+fork), shared by threads; a load holds only its own source's lock."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from workers.sources import SourceConfig
 _lock = threading.Lock()
 _served: dict[str, SourceConfig] = {}
 _engines: dict[str, NlaEngine] = {}
+_loading: dict[str, threading.Lock] = {}
 _placement: dict[str, str | None] = {"device": None, "dtype": None}
 
 
@@ -28,14 +29,18 @@ def configure(sources: Sequence[SourceConfig], *, device: str | None, dtype: str
 
 def get_engine(source_id: str) -> NlaEngine:
     with _lock:
-        if source_id not in _served:
-            served = ", ".join(sorted(_served)) or "none"
+        source = _served.get(source_id)
+        if source is None:
+            names = ", ".join(sorted(_served)) or "none"
             raise SourceNotServed(
-                f"No worker serves the NLA source '{source_id}' (this worker serves: {served}); "
+                f"No worker serves the NLA source '{source_id}' (this worker serves: {names}); "
                 "ask an administrator to start a worker for it."
             )
-        if source_id not in _engines:
-            _engines[source_id] = NlaEngine.load(
-                _served[source_id], device=_placement["device"], dtype=_placement["dtype"]
-            )
-        return _engines[source_id]
+        loading = _loading.setdefault(source_id, threading.Lock())
+    with loading:
+        engine = _engines.get(source_id)
+        if engine is None:
+            engine = NlaEngine.load(source, device=_placement["device"], dtype=_placement["dtype"])
+            with _lock:
+                _engines[source_id] = engine
+        return engine
