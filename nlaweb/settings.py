@@ -83,6 +83,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A fresh checkout has no data directory yet; SQLite creates the file, not its folder.
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The embedded worker thread writes while the server reads: WAL plus IMMEDIATE transactions
     # avoid "database is locked".
     DATABASES["default"]["OPTIONS"] = {

@@ -187,7 +187,15 @@ class _Progress:
         )
 
 
-def _result_fields(result: Any) -> dict[str, Any]:
+def warnings_for(result: Any, template_end: int) -> list[str]:
+    """The engine's warnings, plus one for tokens of the template's preamble past the early ones."""
+    from workers.nla.types import EARLY_POSITIONS, TEMPLATE_WARNING
+
+    extra = EARLY_POSITIONS <= result.position < template_end
+    return [*result.warnings, *([TEMPLATE_WARNING] if extra else [])]
+
+
+def _result_fields(result: Any, template_end: int) -> dict[str, Any]:
     f = result.fidelity
     return {
         "token_id": result.token_id,
@@ -201,7 +209,7 @@ def _result_fields(result: Any) -> dict[str, Any]:
         "relative_mse": f.relative_mse,
         "confidence": f.confidence or "",
         "l2_norm": result.l2_norm,
-        "warnings": list(result.warnings),
+        "warnings": warnings_for(result, template_end),
         "error": "",
     }
 
@@ -223,7 +231,7 @@ def run_explain(
         results = engine.explain(job.token_ids, job.positions, settings, progress)
         progress.text.flush()
         for explanation_id, result in zip(job.explanation_ids, results, strict=True):
-            fields = _result_fields(result)
+            fields = _result_fields(result, job.template_end)
             store.finish_explanation(explanation_id, fields)
             store.publish(
                 job.conversation_id,

@@ -40,6 +40,13 @@ class ExplainJob:
     token_ids: list[int]
     explanation_ids: list[str]
     positions: list[int]
+    template_end: int = 0  # positions before this are the template's preamble (no message's)
+
+
+def _template_end(spans: list[dict[str, Any]]) -> int:
+    """End of the leading span that belongs to no message (BOS, a default system prompt), else 0."""
+    first = spans[0] if spans else None
+    return int(first["end"]) if first and first["start"] == 0 and not first["message_id"] else 0
 
 
 class DjangoStore:
@@ -131,6 +138,7 @@ class DjangoStore:
             token_ids=list(first.snapshot.token_ids),
             explanation_ids=[str(r.pk) for r in rows],
             positions=[r.position for r in rows],
+            template_end=_template_end(first.snapshot.spans),
         )
 
     def set_stage(self, explanation_ids: list[str], stage: str) -> None:

@@ -34,7 +34,7 @@ def test_the_embedded_default_chats_and_explains_without_postgres_or_redis(
     sources_file, _ = tiny_sources_file
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env |= {
-        "NLAWEB_DATA_DIR": str(tmp_path),
+        "NLAWEB_DATA_DIR": str(tmp_path / "data"),  # absent, as in a fresh checkout
         "NLA_SOURCES_FILE": str(sources_file),
         "REPLY_MAX_NEW_TOKENS": "6",
         "DEBUG": "1",
@@ -62,7 +62,7 @@ def test_the_embedded_default_chats_and_explains_without_postgres_or_redis(
             "manage.py serve",
         )
         assert server.poll() is None, (tmp_path / "serve.log").read_text()
-        assert (tmp_path / "nlaweb.sqlite3").exists()
+        assert (tmp_path / "data" / "nlaweb.sqlite3").exists()
         http = requests.Session()
         http.get(base + "/")
         headers = {"X-CSRFToken": http.cookies["csrftoken"], "Origin": base}

@@ -195,3 +195,18 @@ def test_staff_see_the_configured_sources_in_the_admin(admin_client, client):
     page = admin_client.get(reverse("nla_sources")).content.decode()
     assert "smollm2-demo-l8" in page and "demo NLA, uncalibrated" in page
     assert client.get(reverse("nla_sources")).status_code == 302  # not staff: to the login page
+
+
+def test_a_token_of_the_templates_preamble_is_marked_unreliable():
+    from types import SimpleNamespace
+
+    from workers.jobs import warnings_for
+    from workers.nla.types import EARLY_WARNING, TEMPLATE_WARNING
+
+    def result(position: int, warnings: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(position=position, warnings=warnings)
+
+    assert warnings_for(result(15, []), template_end=21) == [TEMPLATE_WARNING]
+    assert warnings_for(result(3, [EARLY_WARNING]), template_end=21) == [EARLY_WARNING]
+    assert warnings_for(result(21, []), template_end=21) == []
+    assert warnings_for(result(15, []), template_end=0) == []

@@ -16,6 +16,12 @@ EARLY_WARNING = (
 )
 
 
+TEMPLATE_WARNING = (
+    "Template position: this token belongs to the chat template's preamble (BOS, default system "
+    "prompt), which NLAs saw little of in training; its explanation is unreliable."
+)
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """AV sampling settings; `temperature` 0 is greedy. Part of the Explanation cache key."""
