@@ -83,3 +83,15 @@ def test_the_demo_prepare_command_needs_the_packaged_gguf():
 
     directory, name = gguf_location()
     assert (directory / name).is_file() and os.path.getsize(directory / name) > 50_000_000
+
+
+def test_two_builds_write_the_same_reconstructor(demo_dir, tmp_path):
+    import shutil
+
+    target, av, ar = demo_paths(demo_dir)
+    again_target, again_av, again_ar = demo_paths(tmp_path)
+    shutil.copytree(target, again_target)  # skip the conversion: the AR fit is what could drift
+    shutil.copytree(av, again_av)
+    build_demo(tmp_path, progress=lambda line: None, plan=SMALL)
+    for name in ("value_head.safetensors", "nla_meta.yaml"):
+        assert (again_ar / name).read_bytes() == (ar / name).read_bytes(), name

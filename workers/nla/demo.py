@@ -271,7 +271,7 @@ def _corpus_vectors(target: TargetModel, plan: DemoPlan, progress: Progress) -> 
     """`[docs·per_doc, d]` activations at block K of random content positions of each docstring."""
     rng = random.Random(plan.seed)
     rows = []
-    docs = docstrings(plan.docs, plan.seed)
+    docs = docstrings(plan.docs)
     progress(f"capturing block-{LAYER} activations of {len(docs)} chat-templated docstrings")
     for doc in docs:
         tokenized = target.tokenize([ChatTurn("user", doc)])
