@@ -79,10 +79,19 @@ def _load(auto: Any, path: Path, device: torch.device, dtype: torch.dtype) -> nn
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        model: nn.Module = auto.from_pretrained(path, dtype=dtype)
+        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True)
     except Exception as exc:
         raise ModelLoadError(f"The weights in {path} could not be loaded: {exc}.") from exc
-    return model.to(device).eval()
+    # transformers fills tensors absent from the files with random values and only logs it; a
+    # verbalizer or reconstructor with random blocks would explain nonsense with a straight face.
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith("lm_head.weight")]
+    if missing:
+        raise ModelLoadError(
+            f"The weights in {path} lack {len(missing)} tensor(s) its config.json needs "
+            f"(first: {sorted(missing)[0]}); the files do not match the architecture."
+        )
+    loaded: nn.Module = model.to(device).eval()
+    return loaded
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
