@@ -7,6 +7,7 @@ Plain configuration, importable by the web process (no torch). Sources come from
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,18 @@ def load_sources(path: Path | None, data_dir: Path) -> list[SourceConfig]:
     if path is None:
         return [demo_source(data_dir)]
     return parse_sources(path.read_text(encoding="utf-8"), origin=str(path))
+
+
+def served_sources(sources: Sequence[SourceConfig], wanted: Sequence[str]) -> list[SourceConfig]:
+    """The sources a worker serves: those named in `wanted` (NLA_WORKER_SOURCES), or all when empty.
+    A name that matches no configured source is an error, not a silently idle worker."""
+    if not wanted:
+        return list(sources)
+    known = {s.id for s in sources}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise CheckpointIncompatible(
+            f"NLA_WORKER_SOURCES names {', '.join(unknown)}, which no configured source has; "
+            f"the configured ones are {', '.join(sorted(known))}."
+        )
+    return [s for s in sources if s.id in wanted]

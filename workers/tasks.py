@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+from workers.sources import served_sources
 
 _configured = threading.Lock()
 _done = False
@@ -23,11 +24,7 @@ def _configure_engines() -> None:
         from nlaweb.sources import configured_sources
         from workers.nla import registry
 
-        served = [
-            s
-            for s in configured_sources()
-            if not settings.NLA_WORKER_SOURCES or s.id in settings.NLA_WORKER_SOURCES
-        ]
+        served = served_sources(configured_sources(), settings.NLA_WORKER_SOURCES)
         registry.configure(served, device=settings.NLA_DEVICE, dtype=settings.NLA_DTYPE)
         _done = True
 

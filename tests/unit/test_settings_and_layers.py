@@ -95,3 +95,20 @@ def test_the_redis_layer_waits_for_replies_longer_than_its_blocking_receive_last
     layer = RedisChannelLayer(**entry["CONFIG"])
     connection = layer.create_pool(0).make_connection()  # not connected: no Redis needed
     assert connection.socket_timeout > layer.brpop_timeout
+
+
+def test_a_worker_serves_only_the_sources_named_for_it():
+    from workers.sources import SourceConfig, served_sources
+
+    a, b = (SourceConfig(id=i, label=i, target="t", av="av", ar="ar") for i in ("a", "b"))
+    assert served_sources([a, b], []) == [a, b]
+    assert served_sources([a, b], ["b"]) == [b]
+
+
+def test_a_worker_asked_for_an_unknown_source_says_which_exist():
+    from workers.nla.errors import CheckpointIncompatible
+    from workers.sources import SourceConfig, served_sources
+
+    a = SourceConfig(id="a", label="a", target="t", av="av", ar="ar")
+    with pytest.raises(CheckpointIncompatible, match="names kitft-l41, which no configured source"):
+        served_sources([a], ["kitft-l41"])
