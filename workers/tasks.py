@@ -3,14 +3,17 @@ process, on the first job (never at import, never before a fork)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from celery import shared_task
 from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+from workers.nla.errors import NlaError
 from workers.sources import served_sources
 
+log = logging.getLogger(__name__)
 _configured = threading.Lock()
 _done = False
 
@@ -24,7 +27,11 @@ def _configure_engines() -> None:
         from nlaweb.sources import configured_sources
         from workers.nla import registry
 
-        served = served_sources(configured_sources(), settings.NLA_WORKER_SOURCES)
+        try:
+            served = served_sources(configured_sources(), settings.NLA_WORKER_SOURCES)
+        except NlaError as error:  # jobs then fail with "this worker serves: none", not hang
+            log.error("%s", error.message)
+            served = []
         registry.configure(served, device=settings.NLA_DEVICE, dtype=settings.NLA_DTYPE)
         _done = True
 
