@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.tiny_models import build_tokenizer
 from workers.nla.errors import ModelLoadError
-from workers.nla.loading import decoder_layers, load_base_model, load_causal_lm
+from workers.nla.loading import decoder_layers, load_base_model, load_causal_lm, resolve_device
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn
 
@@ -77,3 +77,22 @@ def test_weights_that_lack_tensors_of_the_architecture_are_refused(tmp_path):
         load_causal_lm(tmp_path, torch.device("cpu"), torch.float32)
     with pytest.raises(ModelLoadError, match=r"layers\.1\.self_attn\.q_proj"):
         load_base_model(tmp_path, torch.device("cpu"), torch.float32)
+
+
+def test_auto_placement_loads_and_gives_what_a_single_device_engine_gives(tmp_path):
+    """NLA_DEVICE=auto hands placement to accelerate's device_map; on this CPU-only machine it puts
+    every block on the CPU, so this pins the code path, not a real split over GPUs."""
+    from tests.tiny_models import build_tiny_source
+    from workers.nla.engine import NlaEngine
+    from workers.nla.types import GenerationSettings, NoProgress
+
+    source = build_tiny_source(tmp_path)
+    single = NlaEngine.load(source, device="cpu", dtype="float32")
+    assert resolve_device("auto") is None
+    sharded = NlaEngine.load(source, device="auto", dtype="float32")
+    tokens = single.tokenize([ChatTurn("user", "My cat loves to sleep")]).token_ids
+    positions = [4, 6, 8]
+    expected = single.explain(tokens, positions, GenerationSettings(), NoProgress())
+    found = sharded.explain(tokens, positions, GenerationSettings(), NoProgress())
+    assert [r.text for r in found] == [r.text for r in expected]
+    assert [r.fidelity.mse for r in found] == pytest.approx([r.fidelity.mse for r in expected])

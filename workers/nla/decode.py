@@ -108,9 +108,9 @@ def generate(
             if not keep or step == spec.max_new_tokens - 1:
                 break
             if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
+                index = torch.tensor(keep)  # CPU indices select on every layer's device
                 out.cache.batch_select_indices(index)
-                tokens, active = tokens[index], [active[k] for k in keep]
+                tokens, active = tokens[index.to(tokens.device)], [active[k] for k in keep]
             out = model(
                 input_ids=tokens.view(-1, 1).to(device),
                 cache=out.cache,

@@ -34,7 +34,7 @@ def embeddings_with_injection(
     given (the embedding scale is not applied to the injected vector)."""
     with torch.no_grad():
         embeds: torch.Tensor = model.get_input_embeddings()(input_ids).clone()  # type: ignore[operator]
-    embeds[:, position] = vectors.to(embeds.dtype)
+    embeds[:, position] = vectors.to(embeds.device, embeds.dtype)
     return embeds
 
 
@@ -53,7 +53,7 @@ def patched_block_output(
         pending.clear()
         hidden = output[0] if isinstance(output, tuple) else output
         hidden = hidden.clone()
-        hidden[:, position] = vectors.to(hidden.dtype)
+        hidden[:, position] = vectors.to(hidden.device, hidden.dtype)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     handle = decoder_layers(model)[layer].register_forward_hook(hook)

@@ -14,17 +14,24 @@ from workers.nla.errors import ModelLoadError
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """`device` as given, else CUDA when available, else CPU."""
+#: NLA_DEVICE value that shards each model over all visible devices (accelerate's device_map).
+SHARDED = "auto"
+
+
+def resolve_device(device: str | None) -> torch.device | None:
+    """`device` as given, else CUDA when available, else CPU; None for `auto` (sharded)."""
+    if device == SHARDED:
+        return None
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """`dtype` by name, else float32 on CPU and bfloat16 on CUDA."""
+def resolve_dtype(dtype: str | None, device: torch.device | None) -> torch.dtype:
+    """`dtype` by name, else float32 on CPU and bfloat16 on CUDA (or sharded over GPUs)."""
     if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
+        return torch.bfloat16 if cuda else torch.float32
     if dtype not in _DTYPES:
         raise ModelLoadError(f"NLA_DTYPE must be one of {', '.join(_DTYPES)}, found {dtype!r}.")
     return _DTYPES[dtype]
@@ -58,28 +65,29 @@ def load_tokenizer(path: Path) -> Any:
         raise ModelLoadError(f"The tokenizer in {path} could not be loaded: {exc}.") from exc
 
 
-def load_causal_lm(path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """A causal LM in eval mode on `device`."""
+def load_causal_lm(path: Path, device: torch.device | None, dtype: torch.dtype) -> nn.Module:
+    """A causal LM in eval mode on `device` (None: sharded over the visible devices)."""
     from transformers import AutoModelForCausalLM
 
     return _load(AutoModelForCausalLM, path, device, dtype)
 
 
-def load_base_model(path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The decoder without an LM head (the AR's trunk) in eval mode on `device`."""
+def load_base_model(path: Path, device: torch.device | None, dtype: torch.dtype) -> nn.Module:
+    """The decoder without an LM head (the AR's trunk) in eval mode on `device` (None: sharded)."""
     from transformers import AutoModel
 
     return _load(AutoModel, path, device, dtype)
 
 
-def _load(auto: Any, path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def _load(auto: Any, path: Path, device: torch.device | None, dtype: torch.dtype) -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     # The AR trunk is loaded from a causal-LM directory: its unused lm_head is reported, not an error.
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        placement = {"device_map": SHARDED} if device is None else {}
+        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **placement)
     except Exception as exc:
         raise ModelLoadError(f"The weights in {path} could not be loaded: {exc}.") from exc
     # transformers fills tensors absent from the files with random values and only logs it; a
@@ -90,7 +98,7 @@ def _load(auto: Any, path: Path, device: torch.device, dtype: torch.dtype) -> nn
             f"The weights in {path} lack {len(missing)} tensor(s) its config.json needs "
             f"(first: {sorted(missing)[0]}); the files do not match the architecture."
         )
-    loaded: nn.Module = model.to(device).eval()
+    loaded: nn.Module = (model if device is None else model.to(device)).eval()
     return loaded
 
 

@@ -45,7 +45,7 @@ class Reconstructor:
     def from_checkpoint(
         cls,
         path: Path,
-        device: torch.device,
+        device: torch.device | None,
         dtype: torch.dtype,
         overrides: Overrides | None = None,
     ) -> Reconstructor:
@@ -79,8 +79,9 @@ class Reconstructor:
             ids[row, : len(prompt)] = torch.tensor(prompt, device=device)
             mask[row, : len(prompt)] = 1
         hidden = capture_block_output(self.model, ids, self.meta.layer, attention_mask=mask)
-        last = torch.tensor([len(p) - 1 for p in prompts], device=device)
-        final = hidden[torch.arange(len(prompts), device=device), last]
+        rows = torch.arange(len(prompts), device=hidden.device)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=hidden.device)
+        final = hidden[rows, last].to(device)  # block K may sit on another GPU when sharded
         return final @ self.value_head.T
 
 

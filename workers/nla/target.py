@@ -45,7 +45,9 @@ class TargetModel:
         self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: torch.device, dtype: torch.dtype) -> TargetModel:
+    def from_checkpoint(
+        cls, path: Path, device: torch.device | None, dtype: torch.dtype
+    ) -> TargetModel:
         return cls(load_causal_lm(path, device, dtype), load_tokenizer(path))
 
     def tokenize(

@@ -77,7 +77,7 @@ class Verbalizer:
     def from_checkpoint(
         cls,
         path: Path,
-        device: torch.device,
+        device: torch.device | None,
         dtype: torch.dtype,
         overrides: Overrides | None = None,
     ) -> Verbalizer:
