@@ -19,14 +19,3 @@ class MessageForm(forms.Form):
                 f"This message has {len(content)} characters; the limit is {limit}. Shorten it and send again."
             )
         return content
-
-
-class ExplainForm(forms.Form):
-    position = forms.IntegerField(
-        min_value=0,
-        error_messages={
-            "required": "Pick a token to explain.",
-            "invalid": "The token position must be a whole number.",
-            "min_value": "Token positions start at 0.",
-        },
-    )

@@ -10,6 +10,7 @@ from nlaweb.chat.conversation import ReplyInProgress, send_message, start_conver
 from nlaweb.chat.forms import MessageForm
 from nlaweb.chat.models import Conversation
 from nlaweb.sources import build_figures, get_source
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 
 def owned(request: HttpRequest, conversation_id: str) -> Conversation:
@@ -36,6 +37,7 @@ def _context(conversation: Conversation, form: MessageForm | None = None) -> dic
         "form": form or MessageForm(),
         "source": source,
         "figures": build_figures(conversation.source_id) if source else {},
+        "max_positions": MAX_POSITIONS_PER_REQUEST,  # chips one shift+click selection may hold
     }
 
 

@@ -1,10 +1,14 @@
-"""Ask for the explanation of one token: a stored one is returned at once, else a queued row is saved
-and a job enqueued after commit. A failed one is retried on the next ask."""
+"""Ask for the explanations of one or more tokens of a snapshot: stored ones are returned at once,
+the others are saved as queued rows and explained by one job (one engine batch) enqueued after
+commit. A failed one is retried on the next ask."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
@@ -12,6 +16,7 @@ from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.jobs import enqueue
 from workers.contracts import TASK_EXPLAIN
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 DEFAULT_TEMPERATURE = 0.0
 
@@ -40,40 +45,87 @@ class ExplainSettings:
         }
 
 
+def _listed(positions: list[int]) -> str:
+    """`position 5`, `positions 3 and 5`, `positions 1, 3 and 5`."""
+    words = [str(p) for p in positions]
+    joined = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+    return f"position{'s' if len(words) > 1 else ''} {joined}"
+
+
+def check_positions(positions: Sequence[int]) -> None:
+    """Raise ExplainRejected (one sentence) unless there are 1 to 16 positions, all distinct."""
+    if not positions:
+        raise ExplainRejected("Pick a token to explain.")
+    if len(positions) > MAX_POSITIONS_PER_REQUEST:
+        raise ExplainRejected(
+            f"Pick at most {MAX_POSITIONS_PER_REQUEST} tokens at a time; "
+            f"{len(positions)} were selected."
+        )
+    repeated = sorted(p for p, n in Counter(positions).items() if n > 1)
+    if repeated:
+        verb = "was" if len(repeated) == 1 else "were"
+        raise ExplainRejected(
+            f"Pick each token once: token {_listed(repeated)} {verb} selected more than once."
+        )
+
+
+def _check_inside(positions: Sequence[int], length: int) -> None:
+    outside = sorted(p for p in positions if not 0 <= p < length)
+    if outside:
+        verb = "is" if len(outside) == 1 else "are"
+        raise ExplainRejected(
+            f"Token {_listed(outside)} {verb} outside this conversation, which has {length} "
+            f"tokens (positions 0 to {length - 1})."
+        )
+
+
+def request_explanations(
+    snapshot: Snapshot, positions: Sequence[int], settings: ExplainSettings | None = None
+) -> list[Explanation]:
+    """The rows of `positions` in position order; those that need work go into one enqueued job."""
+    settings = settings or ExplainSettings()
+    check_positions(positions)
+    _check_inside(positions, len(snapshot.token_ids))
+    key = dict(snapshot=snapshot, source_id=snapshot.source_id, settings_key=settings.key())
+    with transaction.atomic():
+        # Rows are locked and created in position order, so two overlapping requests cannot deadlock.
+        stored = {
+            e.position: e
+            for e in Explanation.objects.select_for_update()
+            .filter(**key, position__in=positions)
+            .order_by("position")
+        }
+        rows, pending = [], []
+        for position in sorted(positions):
+            row = stored.get(position)
+            if row is None:
+                row, created = _create({**key, "position": position}, settings)
+                if created:
+                    pending.append(row)
+            elif row.status == Explanation.Status.FAILED:
+                _reset(row)
+                pending.append(row)
+            rows.append(row)
+        if pending:
+            enqueue(TASK_EXPLAIN, [str(row.id) for row in pending])
+    return rows
+
+
 def request_explanation(
     snapshot: Snapshot, position: int, settings: ExplainSettings | None = None
 ) -> Explanation:
-    settings = settings or ExplainSettings()
-    length = len(snapshot.token_ids)
-    if not 0 <= position < length:
-        raise ExplainRejected(
-            f"Token position {position} is outside this conversation, which has {length} tokens "
-            f"(positions 0 to {length - 1})."
-        )
-    key = dict(
-        snapshot=snapshot,
-        position=position,
-        source_id=snapshot.source_id,
-        settings_key=settings.key(),
-    )
-    with transaction.atomic():
-        explanation = Explanation.objects.select_for_update().filter(**key).first()
-        if explanation is None:
-            explanation = _create(key, settings)
-        elif explanation.status == Explanation.Status.FAILED:
-            _reset(explanation)
-        else:
-            return explanation
-        enqueue(TASK_EXPLAIN, [str(explanation.id)])
-    return explanation
+    """One token's explanation: `request_explanations` of one position."""
+    return request_explanations(snapshot, [position], settings)[0]
 
 
-def _create(key: dict[str, object], settings: ExplainSettings) -> Explanation:
+def _create(key: dict[str, Any], settings: ExplainSettings) -> tuple[Explanation, bool]:
+    """The new row and True, or the row a concurrent request created first and False (that request
+    enqueues it)."""
     try:
         with transaction.atomic():
-            return Explanation.objects.create(**key, settings=settings.as_dict())
-    except IntegrityError:  # a concurrent click created it first
-        return Explanation.objects.get(**key)
+            return Explanation.objects.create(**key, settings=settings.as_dict()), True
+    except IntegrityError:
+        return Explanation.objects.get(**key), False
 
 
 def _reset(explanation: Explanation) -> None:

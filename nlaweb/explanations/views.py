@@ -1,39 +1,51 @@
-"""Explain a token (htmx POST from a token chip) and re-render an explanation panel."""
+"""Explain tokens (htmx POST from a token chip or a selection of chips) and re-render one
+explanation's section of the panel."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from nlaweb.chat.forms import ExplainForm
 from nlaweb.chat.models import Snapshot
+from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import Explanation
-from nlaweb.explanations.request import ExplainRejected, request_explanation
+from nlaweb.explanations.request import ExplainRejected, request_explanations
 from nlaweb.sources import build_figures, get_source
 from workers.contracts import STAGES
 
 
-def _panel(request: HttpRequest, explanation: Explanation | None, error: str = "") -> HttpResponse:
-    source_id = explanation.source_id if explanation else ""
+@dataclass(frozen=True)
+class Section:
+    """One explanation as the panel shows it."""
+
+    e: Explanation
+    #: Where the stored stage is in STAGES, so a reload marks the same step as the frames do.
+    stage_index: int
+
+
+def _section(explanation: Explanation) -> Section:
+    stage = explanation.stage
+    return Section(explanation, STAGES.index(stage) if stage in STAGES else 0)
+
+
+def _panel(
+    request: HttpRequest, explanations: list[Explanation], error: str = "", template: str = ""
+) -> HttpResponse:
+    source_id = explanations[0].source_id if explanations else ""
     return render(
         request,
-        "explanations/panel.html",
+        template or "explanations/panel.html",
         {
-            "e": explanation,
+            "sections": [_section(e) for e in explanations],
             "error": error,
             "source": get_source(source_id),
-            "figures": build_figures(source_id) if explanation else {},
+            "figures": build_figures(source_id) if explanations else {},
             "stages": STAGES[:-1],
-            "stage_index": _stage_index(explanation),
         },
     )
-
-
-def _stage_index(explanation: Explanation | None) -> int:
-    """Where the stored stage is in STAGES, so a reload mid-job marks the same step as the frames do."""
-    stage = explanation.stage if explanation else ""
-    return STAGES.index(stage) if stage in STAGES else 0
 
 
 @require_POST
@@ -46,19 +58,20 @@ def explain(request: HttpRequest, conversation_id: str, snapshot_id: str) -> Htt
     )
     form = ExplainForm(request.POST)
     if not form.is_valid():
-        return _panel(request, None, str(form.errors["position"][0]))
+        return _panel(request, [], str(form.errors["position"][0]))
     try:
-        explanation = request_explanation(snapshot, form.cleaned_data["position"])
+        explanations = request_explanations(snapshot, form.cleaned_data["position"])
     except ExplainRejected as exc:
-        return _panel(request, None, str(exc))
-    return _panel(request, explanation)
+        return _panel(request, [], str(exc))
+    return _panel(request, explanations)
 
 
 @require_GET
 def panel(request: HttpRequest, explanation_id: str) -> HttpResponse:
+    """One explanation's section alone, which the page swaps in place of the one it shows."""
     explanation = get_object_or_404(
         Explanation.objects.select_related("snapshot"),
         pk=explanation_id,
         snapshot__conversation__owner_id=request.user.pk,
     )
-    return _panel(request, explanation)
+    return _panel(request, [explanation], template="explanations/panel.html#sections")

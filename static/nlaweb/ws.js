@@ -20,8 +20,9 @@
     return document.querySelector(`#panel [data-explanation-id="${explanationId}"]`);
   }
 
-  function refreshPanel(el) {
-    htmx.ajax("GET", el.dataset.panelUrl, { target: "#panel", swap: "innerHTML" });
+  // One section is re-rendered in place: the panel may hold several explanations of one request.
+  function refreshSection(el) {
+    htmx.ajax("GET", el.dataset.panelUrl, { target: el, swap: "outerHTML" });
   }
 
   function refreshThread() {
@@ -50,7 +51,7 @@
     if (!el || !state || !isUnfinished(el)) return;
     if (state.finished) {
       explanations.delete(id); // the server's panel is the truth from here on
-      refreshPanel(el);
+      refreshSection(el);
       return;
     }
     if (state.stage) showStage(el, state.stage, state.done, state.total);
@@ -120,8 +121,9 @@
   // for the current state of whatever is still unfinished.
   function safetyPoll() {
     if (Date.now() - lastFrameAt < SAFETY_POLL_MS) return;
-    const running = document.querySelector('#panel [data-status="queued"], #panel [data-status="running"]');
-    if (running) refreshPanel(running);
+    document
+      .querySelectorAll('#panel [data-status="queued"], #panel [data-status="running"]')
+      .forEach(refreshSection);
     const thread = document.getElementById("thread");
     if (thread && thread.dataset.generating) refreshThread();
   }

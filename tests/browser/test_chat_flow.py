@@ -27,23 +27,26 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 NUMBER = re.compile(r"^-?\d+\.\d\d$")
+STAGES_SHOWN = ["queued", "loading", "capturing", "verbalizing", "scoring"]
 
-# Records what the explanation panel shows after every change (one entry per DOM mutation batch),
-# so a test can check the stages and the streamed text that were on screen before the final score.
+# Records what each explanation section of the panel shows after every change (one entry per section
+# per DOM mutation batch), so a test can check the stages and the streamed text that were on screen
+# before the final score.
 PANEL_RECORDER = """
 window.panelLog = [];
 document.addEventListener("DOMContentLoaded", () => {
   const root = document.getElementById("panel");
   if (!root) return;
   new MutationObserver(() => {
-    const e = root.querySelector(".explanation");
-    if (!e) return;
-    const active = e.querySelector(".stages li.active");
-    const text = e.querySelector('[data-role="text"]');
-    window.panelLog.push({
-      status: e.dataset.status,
-      stage: active ? active.dataset.stage : null,
-      text: text ? text.textContent : null,
+    root.querySelectorAll(".explanation").forEach((e) => {
+      const active = e.querySelector(".stages li.active");
+      const text = e.querySelector('[data-role="text"]');
+      window.panelLog.push({
+        id: e.dataset.explanationId,
+        status: e.dataset.status,
+        stage: active ? active.dataset.stage : null,
+        text: text ? text.textContent : null,
+      });
     });
   }).observe(root, { childList: true, subtree: true, attributes: true, characterData: true });
 });
@@ -101,6 +104,15 @@ def _words(text: str) -> str:
     return " ".join(text.split())
 
 
+def _stages_shown(entries: list[dict[str, Any]]) -> list[str]:
+    """The active stages a section showed, in order, without repeats."""
+    shown: list[str] = []
+    for entry in entries:
+        if entry["stage"] and shown[-1:] != [entry["stage"]]:
+            shown.append(entry["stage"])
+    return shown
+
+
 def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page: Page, stack):
     frames = _record_frames(page)
     _start_conversation(page, stack)
@@ -142,11 +154,7 @@ def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page:
 
     shown = page.evaluate("window.panelLog")
     before_done = [entry for entry in shown if entry["status"] == "queued"]
-    stages_shown: list[str] = []
-    for entry in before_done:
-        if entry["stage"] and stages_shown[-1:] != [entry["stage"]]:
-            stages_shown.append(entry["stage"])
-    assert stages_shown == ["queued", "loading", "capturing", "verbalizing", "scoring"], shown
+    assert _stages_shown(before_done) == STAGES_SHOWN, shown
     streamed = [e["text"] for e in before_done if e["stage"] == "verbalizing" and e["text"]]
     assert streamed and streamed[-1] == explanation.text, shown
     assert shown[-1]["status"] == "done"
@@ -167,6 +175,67 @@ def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page:
         "data-explanation-id", explanation_id
     )
     assert Explanation.objects.filter(snapshot__conversation_id=_conversation_id(page)).count() == 1
+
+
+def test_a_person_shift_clicks_two_tokens_and_explains_both_in_one_job(page: Page, stack):
+    frames = _record_frames(page)
+    _start_conversation(page, stack)
+    _send(page, "My cat loves to sleep")
+    expect(page.locator("article.message.assistant .tok").first).to_be_visible()
+    chips = page.locator("article.message.user .tok")
+    picks = [chips.nth(chips.count() - 2), chips.last]
+    positions = [int(chip.get_attribute("value")) for chip in picks]
+
+    # Shift+clicks select (a class and aria-pressed) and explain nothing yet.
+    picks[0].click(modifiers=["Shift"])
+    expect(picks[0]).to_have_attribute("aria-pressed", "true")
+    expect(picks[0]).to_have_class(re.compile(r"\bselected\b"))
+    expect(page.get_by_role("button", name="Explain 1 token")).to_be_visible()
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("#selection-form")).to_be_hidden()
+    expect(picks[0]).to_have_attribute("aria-pressed", "false")
+    picks[0].click(modifiers=["Shift"])
+    picks[1].click(modifiers=["Shift"])
+    explain = page.get_by_role("button", name="Explain 2 tokens")
+    expect(explain).to_be_visible()
+    expect(page.locator("#panel .explanation")).to_have_count(0)
+
+    # The worker is held while the selection is sent, so both sections are on screen before any
+    # frame of the job arrives: each must show its own stages and streamed text, then its score.
+    sections = page.locator("#panel .explanation")
+    with stack.worker_paused():
+        with page.expect_response(re.compile(r"/explain$")) as asked:
+            explain.click()
+        expect(sections).to_have_count(2)
+        for i in range(2):
+            expect(sections.nth(i)).to_have_attribute("data-status", "queued")
+    assert asked.value.text().count('data-status="queued"') == 2
+    expect(page.locator("#selection-form")).to_be_hidden()  # the selection is cleared once sent
+    expect(picks[0]).to_have_attribute("aria-pressed", "false")
+    for i in range(2):
+        expect(sections.nth(i)).to_have_attribute("data-status", "done")
+    expect(sections).to_have_count(2)
+
+    ids = [sections.nth(i).get_attribute("data-explanation-id") for i in range(2)]
+    rows = [Explanation.objects.get(pk=i) for i in ids]
+    assert [row.position for row in rows] == positions
+    assert [row.status for row in rows] == ["done", "done"]
+    # store.explain_job marks every row of one job running in one update: one job explained both.
+    assert rows[0].started_at == rows[1].started_at
+    shown = page.evaluate("window.panelLog")
+    for section, row in zip([sections.nth(0), sections.nth(1)], rows, strict=True):
+        assert row.text.strip(), "the tiny AV wrote nothing; pick positions it explains"
+        mine = [f for f in frames if f.get("explanation_id") == str(row.id)]
+        assert _types(mine)[-1] == "explanation.done"
+        assert mine[-1]["text"] == row.text
+        before_done = [e for e in shown if e["id"] == str(row.id) and e["status"] == "queued"]
+        assert _stages_shown(before_done) == STAGES_SHOWN, shown
+        streamed = [e["text"] for e in before_done if e["stage"] == "verbalizing" and e["text"]]
+        assert streamed and streamed[-1] == row.text, shown
+        assert _words(section.locator('[data-role="text"]').inner_text()) == _words(row.text)
+        for role in ("relative-mse", "fve", "cosine"):
+            expect(section.locator(f'[data-role="{role}"]')).to_have_text(NUMBER)
+    assert Explanation.objects.filter(snapshot__conversation_id=_conversation_id(page)).count() == 2
 
 
 def test_a_failed_explanation_shows_one_sentence_and_the_conversation_goes_on(page: Page, stack):
