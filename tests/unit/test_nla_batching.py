@@ -230,3 +230,13 @@ def test_extract_explanation_returns_untagged_text_stripped():
 def test_extract_explanation_ignores_text_around_the_tags():
     raw = "Sure. <explanation>Animals.</explanation> trailing"
     assert extract_explanation(raw) == "Animals."
+
+
+def test_the_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
+    from workers.nla.decode import _penalise
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    out = _penalise(logits, [[0, 1, 1], []], 2.0)
+    assert out.tolist() == [[1.0, -2.0, 0.5, 3.0], [1.0, 1.0, 1.0, 1.0]]
+    assert logits[0, 0] == 2.0  # the input is left as it was
+    assert _penalise(logits, [[0], [1]], 1.0) is logits

@@ -29,6 +29,7 @@ class DecodeSpec:
     seed: int = 0
     stop_strings: tuple[str, ...] = ()
     end_ids: frozenset[int] = frozenset()
+    repetition_penalty: float = 1.0  # > 1 discourages tokens a row already generated (CTRL's rule)
 
 
 def _pick(
@@ -38,6 +39,20 @@ def _pick(
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / spec.temperature, dim=-1)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+def _penalise(logits: torch.Tensor, history: list[list[int]], penalty: float) -> torch.Tensor:
+    """`[B, V]` logits with each row's already generated tokens made less likely: positive logits
+    divided by `penalty`, negative ones multiplied (as transformers' RepetitionPenaltyLogitsProcessor)."""
+    if penalty == 1.0 or not any(history):
+        return logits
+    logits = logits.clone()
+    for row, ids in enumerate(history):
+        if ids:
+            index = torch.tensor(sorted(set(ids)), device=logits.device)
+            seen = logits[row, index]
+            logits[row, index] = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
 
 
 def _cut(text: str, stops: Sequence[str]) -> str | None:
@@ -100,7 +115,10 @@ def generate(
             logits_to_keep=1,
         )
         for step in range(spec.max_new_tokens):
-            tokens = _pick(out.logits[:, -1, :], spec, generator)
+            logits = _penalise(
+                out.logits[:, -1, :], [rows.ids[row] for row in active], spec.repetition_penalty
+            )
+            tokens = _pick(logits, spec, generator)
             for row, token in zip(active, tokens.tolist(), strict=True):
                 rows.add(row, token)
             keep = [k for k, row in enumerate(active) if not rows.stopped[row]]

@@ -14,6 +14,10 @@ from workers.nla.decode import DecodeSpec, generate
 from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer
 from workers.nla.types import ChatTurn, GenerationSettings, MessageSpan, TokenizedConversation
 
+#: Greedy replies of small chat models loop ("I'm not sure what to do with it." × 20); this keeps them
+#: deterministic and readable. The AV's decoding is left exactly as the NLA was trained to be read.
+REPLY_REPETITION_PENALTY = 1.2
+
 
 def _template_ids(tokenizer: Any, turns: Sequence[ChatTurn], generation_prompt: bool) -> list[int]:
     """The chat template applied and tokenized in one step (no second BOS)."""
@@ -116,6 +120,7 @@ class TargetModel:
             temperature=settings.temperature,
             seed=settings.seed,
             end_ids=frozenset([end] if isinstance(end, int) else []),
+            repetition_penalty=REPLY_REPETITION_PENALTY,
         )
         prompt = torch.tensor([ids], device=self.device)
         decoded = generate(
