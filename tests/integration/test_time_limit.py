@@ -7,8 +7,9 @@ import pytest
 from celery import Celery
 
 from nlaweb.chat.conversation import start_conversation
-from nlaweb.chat.models import Message, Snapshot, hash_tokens
+from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
+from tests.factories import snapshot_of
 from tests.live import running_stack, wait_until
 from tests.personas import make_persona
 from tests.stack_fixtures import _test_database_url
@@ -21,20 +22,9 @@ OWN_REDIS = (
 )
 
 
-def _endless_explanation(source_id: str, token_ids: list[int]) -> Explanation:
+def _endless_explanation(source_id: str) -> Explanation:
     conversation = start_conversation(make_persona("patient").user)
-    message = Message.objects.create(conversation=conversation, role="user", content="My cat")
-    conversation.head = message
-    conversation.save()
-    snapshot = Snapshot.objects.create(
-        conversation=conversation,
-        leaf=message,
-        source_id=source_id,
-        token_ids=token_ids,
-        token_texts=[str(t) for t in token_ids],
-        spans=[{"message_id": str(message.id), "role": "user", "start": 0, "end": len(token_ids)}],
-        tokens_hash=hash_tokens(token_ids),
-    )
+    snapshot = snapshot_of(conversation, [("user", "My cat", 6)], source_id=source_id)
     settings = {"temperature": 0.0, "max_new_tokens": 10_000_000, "seed": 0}
     return Explanation.objects.create(
         snapshot=snapshot,
@@ -47,7 +37,7 @@ def _endless_explanation(source_id: str, token_ids: list[int]) -> Explanation:
 
 def test_a_job_past_its_time_limit_fails_with_a_sentence(tiny_sources_file, tmp_path):
     path, source_id = tiny_sources_file
-    explanation = _endless_explanation(source_id, [0, 3, 89, 90, 91, 92])
+    explanation = _endless_explanation(source_id)
     env = {
         "DATABASE_URL": _test_database_url(),
         "REDIS_URL": OWN_REDIS,

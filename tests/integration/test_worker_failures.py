@@ -14,9 +14,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from nlaweb.chat.conversation import start_conversation
-from nlaweb.chat.models import Conversation, Message, Snapshot, hash_tokens
+from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
+from tests.factories import snapshot_of
 from tests.personas import make_persona
 from workers.contracts import FRAME_ADAPTER, conversation_group
 from workers.jobs import run_explain
@@ -66,26 +67,7 @@ def _cuda_oom_inside_the_engine() -> None:
 
 def _conversation() -> tuple[Conversation, Snapshot]:
     conversation = start_conversation(make_persona("ada").user)
-    user = Message.objects.create(conversation=conversation, role="user", content="My cat")
-    reply = Message.objects.create(
-        conversation=conversation, parent=user, role="assistant", content="Cats nap."
-    )
-    conversation.head = reply
-    conversation.save()
-    ids = list(range(100, 112))
-    snapshot = Snapshot.objects.create(
-        conversation=conversation,
-        leaf=reply,
-        source_id=conversation.source_id,
-        token_ids=ids,
-        token_texts=[f"t{i}" for i in ids],
-        spans=[
-            {"message_id": str(user.id), "role": "user", "start": 0, "end": 6},
-            {"message_id": str(reply.id), "role": "assistant", "start": 6, "end": 12},
-        ],
-        tokens_hash=hash_tokens(ids),
-    )
-    return conversation, snapshot
+    return conversation, snapshot_of(conversation)
 
 
 def _explanation(snapshot: Snapshot, position: int, **fields: Any) -> Explanation:

@@ -10,10 +10,11 @@ from django.db import connection, connections, transaction
 from django.urls import reverse
 
 from nlaweb.chat.conversation import start_conversation
-from nlaweb.chat.models import Conversation, Message, Snapshot, hash_tokens
+from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanations
 from nlaweb.jobs import Job
+from tests.factories import snapshot_of
 from tests.live import wait_until
 from workers.contracts import TASK_EXPLAIN
 
@@ -21,19 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _snapshot(conversation: Conversation, n_tokens: int = 12) -> Snapshot:
-    user = Message.objects.create(conversation=conversation, role="user", content="My cat")
-    conversation.head = user
-    conversation.save()
-    ids = list(range(100, 100 + n_tokens))
-    return Snapshot.objects.create(
-        conversation=conversation,
-        leaf=user,
-        source_id=conversation.source_id,
-        token_ids=ids,
-        token_texts=[f"t{i}" for i in ids],
-        spans=[{"message_id": str(user.id), "role": "user", "start": 0, "end": n_tokens}],
-        tokens_hash=hash_tokens(ids),
-    )
+    return snapshot_of(conversation, [("user", "My cat", n_tokens)])
 
 
 def _stored(snapshot: Snapshot, position: int, status: str, text: str = "") -> Explanation:

@@ -7,33 +7,17 @@ from django.conf import settings
 from django.urls import reverse
 
 from nlaweb.chat.conversation import send_message, start_conversation, thread_view
-from nlaweb.chat.models import Conversation, Message, Snapshot, hash_tokens
+from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanation
+from tests.factories import snapshot_of
 
 pytestmark = pytest.mark.django_db
 
 
 def _snapshot(conversation: Conversation, n_tokens: int = 12) -> Snapshot:
-    user = Message.objects.create(conversation=conversation, role="user", content="My cat")
-    reply = Message.objects.create(
-        conversation=conversation, parent=user, role="assistant", content="Cats nap."
-    )
-    conversation.head = reply
-    conversation.save()
-    ids = list(range(100, 100 + n_tokens))
-    spans = [
-        {"message_id": str(user.id), "role": "user", "start": 0, "end": 6},
-        {"message_id": str(reply.id), "role": "assistant", "start": 6, "end": n_tokens},
-    ]
-    return Snapshot.objects.create(
-        conversation=conversation,
-        leaf=reply,
-        source_id=conversation.source_id,
-        token_ids=ids,
-        token_texts=[f"t{i}" for i in ids],
-        spans=spans,
-        tokens_hash=hash_tokens(ids),
+    return snapshot_of(
+        conversation, [("user", "My cat", 6), ("assistant", "Cats nap.", n_tokens - 6)]
     )
 
 
