@@ -29,7 +29,7 @@ from workers.nla.demo_corpus import docstrings
 from workers.nla.inject import rescale
 from workers.nla.loading import load_causal_lm, load_tokenizer
 from workers.nla.reconstructor import VALUE_HEAD, Reconstructor
-from workers.nla.sidecar import SIDECAR, ArMeta, AvMeta, parse_ar, parse_av
+from workers.nla.sidecar import SIDECAR, parse_ar, parse_av
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn, GenerationSettings
 from workers.nla.verbalizer import Verbalizer, check_prompt, prompt_ids
@@ -295,6 +295,3 @@ def _verbalize_all(
         texts.extend(t.text for t in batch)
     progress(f"verbalizing with the demo AV: {len(vectors)}/{len(vectors)}")
     return texts
-
-
-__all__ = ["ArMeta", "AvMeta", "DemoPlan", "build_demo"]
