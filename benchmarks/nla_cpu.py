@@ -39,7 +39,7 @@ def main() -> None:
     def explain(ps: list[int]) -> list[str]:
         return [r.text for r in engine.explain(tokens, ps, SETTINGS, NoProgress())]
 
-    clear = engine.cache._data.clear  # cold captures for both sides
+    clear = engine.cache.clear  # cold captures for both sides
     batched, batch_texts = best_of(2, lambda: explain(positions), reset=clear)
     sequential, seq_texts = best_of(
         1, lambda: [t for p in positions for t in explain([p])], reset=clear

@@ -240,3 +240,13 @@ def test_the_repetition_penalty_divides_positive_and_multiplies_negative_logits_
     assert out.tolist() == [[1.0, -2.0, 0.5, 3.0], [1.0, 1.0, 1.0, 1.0]]
     assert logits[0, 0] == 2.0  # the input is left as it was
     assert _penalise(logits, [[0], [1]], 1.0) is logits
+
+
+def test_cjk_text_or_a_mention_of_the_marker_is_flagged_as_a_failed_injection():
+    from workers.nla.verbalizer import injection_suspect
+
+    assert injection_suspect("这是一个关于猫的解释", "㈎")
+    assert injection_suspect("The token ㈎ is a Korean symbol.", "㈎")
+    assert injection_suspect("A note about 고양이", "㈎")
+    assert not injection_suspect("A cat sleeping on a warm windowsill.", "㈎")
+    assert not injection_suspect("Empty output here.", "<empty_output>")  # a multi-char marker

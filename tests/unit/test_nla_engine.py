@@ -352,3 +352,21 @@ def test_it_rejects_a_layer_that_is_not_an_integer():
     text = SOURCE_TOML.replace("layer = 2", 'layer = "two"')
     with pytest.raises(CheckpointIncompatible, match="key 'layer' must be int, found 'two'"):
         parse_sources(text)
+
+
+def test_a_capture_caches_every_position_it_ran_so_an_earlier_token_needs_no_forward_pass(fresh):
+    fresh.cache.clear()
+    ids = fresh.tokenize(TURNS).token_ids
+    last = len(ids) - 1
+    first = fresh.capture(ids, [last])
+    assert len(fresh.cache) == len(ids)
+    calls = []
+    handle = fresh.target.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        again = fresh.capture(ids, [3, 7, last])
+    finally:
+        handle.remove()
+    assert calls == []
+    assert torch.equal(again[2], first[0])
+    reference = fresh.target.capture(ids, fresh.layer)
+    assert torch.allclose(again[:2], reference[[3, 7]], atol=1e-6)

@@ -54,5 +54,9 @@ class ActivationCache:
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)

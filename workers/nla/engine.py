@@ -34,7 +34,7 @@ from workers.nla.types import (
     TokenizedConversation,
     VectorExplanation,
 )
-from workers.nla.verbalizer import Verbalizer
+from workers.nla.verbalizer import INJECTION_SUSPECT, Verbalizer, injection_suspect
 from workers.sources import SourceConfig
 
 MAX_SEQUENCE_TOKENS = 2048
@@ -111,7 +111,8 @@ class NlaEngine:
 
     def capture(self, token_ids: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         """`[P, d]` float32 activations at `positions`, from the cache or one forward pass that
-        stops after block K and covers only tokens[:max(uncached)+1]."""
+        stops after block K and covers only tokens[:max(uncached)+1]; every position that pass
+        computed is cached, so the next click on an earlier token needs no forward pass."""
         self._check_request(token_ids, positions)
         if not positions:
             return torch.empty(0, self.reconstructor.meta.d_model)
@@ -119,11 +120,13 @@ class NlaEngine:
         found = {p: self.cache.get(k) for p, k in zip(positions, keys, strict=True)}
         missing = sorted({p for p, v in found.items() if v is None})
         if missing:
-            hidden = self.target.capture(token_ids[: missing[-1] + 1], self.layer)
-            for p, key in zip(positions, keys, strict=True):
-                if found[p] is None:
-                    found[p] = hidden[p].cpu()
-                    self.cache.put(key, found[p])  # type: ignore[arg-type]
+            hidden = self.target.capture(token_ids[: missing[-1] + 1], self.layer).cpu()
+            computed = range(len(hidden))
+            for p, key in zip(
+                computed, prefix_keys(self.source.id, token_ids, computed), strict=True
+            ):
+                self.cache.put(key, hidden[p])
+            found.update({p: hidden[p] for p in missing})
         return torch.stack([found[p] for p in positions])  # type: ignore[misc]
 
     def explain(
@@ -149,10 +152,15 @@ class NlaEngine:
                 truncated=r.verbalized.truncated,
                 fidelity=r.fidelity,
                 l2_norm=r.l2_norm,
-                warnings=[EARLY_WARNING] if p < EARLY_POSITIONS else [],
+                warnings=self._warnings(p, r.verbalized.text),
             )
             for p, r in zip(positions, results, strict=True)
         ]
+
+    def _warnings(self, position: int, text: str) -> list[str]:
+        early = [EARLY_WARNING] if position < EARLY_POSITIONS else []
+        suspect = injection_suspect(text, self.verbalizer.meta.injection_char)
+        return [*early, *([INJECTION_SUSPECT] if suspect else [])]
 
     def explain_vectors(
         self,

@@ -22,6 +22,18 @@ from workers.nla.types import GenerationSettings, VerbalizedText
 _EXPLANATION = re.compile(r"<explanation>\s*(.*?)\s*(?:</explanation>|$)", re.DOTALL)
 
 
+_CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+INJECTION_SUSPECT = (
+    "This explanation is written in CJK characters or about the marker token, the usual sign that "
+    "the injection failed (wrong scale, missing √d, a double BOS or a drifted template)."
+)
+
+
+def injection_suspect(text: str, marker: str) -> bool:
+    """True for text that NLAs produce when the injected vector did not land (../shared/NLA.md §3.8)."""
+    return bool(_CJK.search(text)) or (len(marker) == 1 and marker in text)
+
+
 def extract_explanation(raw: str) -> str:
     """The text inside `<explanation>…</explanation>` (an unclosed tag keeps the rest); untagged
     output (the demo AV, some third-party AVs) is returned stripped."""
