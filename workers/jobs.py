@@ -168,11 +168,11 @@ class _Progress:
     def stage(self, name: str, done: int, total: int) -> None:
         self.text.flush()  # the last text of a stage goes out before the next stage begins
         self.store.set_stage(self.job.explanation_ids, name)
-        for explanation_id in self.job.explanation_ids:
+        for row in self.job.rows:
             self.store.publish(
-                self.job.conversation_id,
+                row.conversation_id,
                 ExplanationProgress(
-                    explanation_id=explanation_id, stage=name, done=done, total=total
+                    explanation_id=row.explanation_id, stage=name, done=done, total=total
                 ),
             )
 
@@ -180,10 +180,10 @@ class _Progress:
         """Publish the explanation so far as the panel will show it (without the AV's tags)."""
         from workers.nla.verbalizer import extract_explanation
 
-        explanation_id = self.job.explanation_ids[index]
+        row = self.job.rows[index]
         text = extract_explanation(raw_so_far)
         self.store.publish(
-            self.job.conversation_id, ExplanationText(explanation_id=explanation_id, text=text)
+            row.conversation_id, ExplanationText(explanation_id=row.explanation_id, text=text)
         )
 
 
@@ -217,7 +217,8 @@ def _result_fields(result: Any, template_end: int) -> dict[str, Any]:
 def run_explain(
     store: Store, explanation_ids: list[str], engine_for: EngineFor = registry_engine
 ) -> None:
-    """Explain the queued rows of one snapshot in one engine batch; store and publish each result."""
+    """Explain the job's rows (and other queued rows of its source it could take) in one engine
+    batch; store each result and publish it to its own conversation."""
     from workers.nla.types import GenerationSettings
 
     job = store.explain_job(explanation_ids)
@@ -225,31 +226,34 @@ def run_explain(
         return
     try:
         progress = _Progress(store, job)
-        progress.stage("loading", 0, len(job.positions))
+        progress.stage("loading", 0, len(job.rows))
         engine = engine_for(job.source_id)
         settings = GenerationSettings(**job.settings)
-        results = engine.explain(job.token_ids, job.positions, settings, progress)
+        requests = [(g.token_ids, [r.position for r in g.rows]) for g in job.groups]
+        results = [r for group in engine.explain_batch(requests, settings, progress) for r in group]
         progress.text.flush()
-        for explanation_id, result in zip(job.explanation_ids, results, strict=True):
-            fields = _result_fields(result, job.template_end)
-            store.finish_explanation(explanation_id, fields)
-            store.publish(
-                job.conversation_id,
-                ExplanationDone(
-                    explanation_id=explanation_id,
-                    text=result.text,
-                    mse=result.fidelity.mse,
-                    cosine=result.fidelity.cosine,
-                    fve=result.fidelity.fve,
-                    relative_mse=result.fidelity.relative_mse,
-                    confidence=result.fidelity.confidence,
-                ),
-            )
+        for row, result in zip(job.rows, results, strict=True):
+            store.finish_explanation(row.explanation_id, _result_fields(result, row.template_end))
+            store.publish(row.conversation_id, _done_frame(row.explanation_id, result))
     except Exception as error:
-        log.exception("explain %s failed", explanation_ids)
+        log.exception("explain %s failed", job.explanation_ids)
         reason = readable(error, "explaining this token")
         store.fail_explanations(job.explanation_ids, reason)
-        for explanation_id in job.explanation_ids:
+        for row in job.rows:
             store.publish(
-                job.conversation_id, ExplanationFailed(explanation_id=explanation_id, error=reason)
+                row.conversation_id,
+                ExplanationFailed(explanation_id=row.explanation_id, error=reason),
             )
+
+
+def _done_frame(explanation_id: str, result: Any) -> ExplanationDone:
+    f = result.fidelity
+    return ExplanationDone(
+        explanation_id=explanation_id,
+        text=result.text,
+        mse=f.mse,
+        cosine=f.cosine,
+        fve=f.fve,
+        relative_mse=f.relative_mse,
+        confidence=f.confidence,
+    )

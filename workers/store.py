@@ -6,15 +6,19 @@ Everything else under workers/ is Django-free; `workers/jobs.py` drives the engi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 from pydantic import BaseModel
 
 from workers.contracts import conversation_group
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 
 @dataclass(frozen=True)
@@ -33,14 +37,53 @@ class ReplyJob:
 
 
 @dataclass(frozen=True)
-class ExplainJob:
+class JobRow:
+    explanation_id: str
     conversation_id: str
+    position: int
+    template_end: int = 0  # positions before this are the template's preamble (no message's)
+
+
+@dataclass(frozen=True)
+class JobGroup:
+    """The rows of one snapshot: one capture pass over its tokens."""
+
+    token_ids: list[int]
+    rows: list[JobRow]
+
+
+@dataclass(frozen=True)
+class ExplainJob:
+    """Rows of one source and settings, from one or more snapshots, explained as one engine batch."""
+
     source_id: str
     settings: dict[str, Any]
-    token_ids: list[int]
-    explanation_ids: list[str]
-    positions: list[int]
-    template_end: int = 0  # positions before this are the template's preamble (no message's)
+    groups: list[JobGroup]
+
+    @property
+    def rows(self) -> list[JobRow]:
+        return [row for group in self.groups for row in group.rows]
+
+    @property
+    def explanation_ids(self) -> list[str]:
+        return [row.explanation_id for row in self.rows]
+
+
+def _groups(rows: list[Any]) -> list[JobGroup]:
+    """Rows grouped by snapshot (first-seen order), positions ascending within each."""
+    by_snapshot: dict[Any, list[Any]] = {}
+    for row in rows:
+        by_snapshot.setdefault(row.snapshot_id, []).append(row)
+    groups = []
+    for members in by_snapshot.values():
+        snapshot = members[0].snapshot
+        end = _template_end(snapshot.spans)
+        job_rows = [
+            JobRow(str(r.pk), str(snapshot.conversation_id), r.position, end)
+            for r in sorted(members, key=lambda r: r.position)
+        ]
+        groups.append(JobGroup(list(snapshot.token_ids), job_rows))
+    return groups
 
 
 def _template_end(spans: list[dict[str, Any]]) -> int:
@@ -105,40 +148,51 @@ class DjangoStore:
 
     # -- explanations -------------------------------------------------------------------------
     def explain_job(self, explanation_ids: list[str]) -> ExplainJob | None:
-        """The still-pending rows of one snapshot/source/settings, marked running."""
+        """The job's pending rows plus other users' queued rows of the same source and settings (up
+        to one batch), all marked running: many clicks on one source share one AV batch. Rows that
+        another job took are skipped, so that job's own task later finds nothing to do."""
         from nlaweb.explanations.models import Explanation
 
         with transaction.atomic():
-            rows = list(
-                Explanation.objects.select_for_update()
-                .select_related("snapshot")
-                # RUNNING too: a job redelivered after its worker was killed takes its rows back.
-                .filter(
-                    pk__in=explanation_ids,
-                    status__in=[Explanation.Status.QUEUED, Explanation.Status.RUNNING],
-                )
-                .order_by("position")
-            )
-            if not rows:
+            own = list(self._claimable(Explanation, explanation_ids))
+            if not own:
                 return None
-            first = rows[0]
-            rows = [
+            first = own[0]
+            own = [
                 r
-                for r in rows
-                if (r.snapshot_id, r.source_id, r.settings_key)
-                == (first.snapshot_id, first.source_id, first.settings_key)
+                for r in own
+                if (r.source_id, r.settings_key) == (first.source_id, first.settings_key)
             ]
+            mates = list(
+                Explanation.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("snapshot")
+                .filter(
+                    status=Explanation.Status.QUEUED,
+                    source_id=first.source_id,
+                    settings_key=first.settings_key,
+                )
+                .exclude(pk__in=[r.pk for r in own])
+                .order_by("created_at")[: max(0, MAX_POSITIONS_PER_REQUEST - len(own))]
+            )
+            rows = own + mates
             Explanation.objects.filter(pk__in=[r.pk for r in rows]).update(
                 status=Explanation.Status.RUNNING, stage="loading", started_at=timezone.now()
             )
-        return ExplainJob(
-            conversation_id=str(first.snapshot.conversation_id),
-            source_id=first.source_id,
-            settings=first.settings,
-            token_ids=list(first.snapshot.token_ids),
-            explanation_ids=[str(r.pk) for r in rows],
-            positions=[r.position for r in rows],
-            template_end=_template_end(first.snapshot.spans),
+        return ExplainJob(first.source_id, first.settings, _groups(rows))
+
+    @staticmethod
+    def _claimable(model: Any, explanation_ids: list[str]) -> Any:
+        """Queued rows, or running ones whose worker died: a job redelivered after its time limit
+        takes its rows back."""
+        stale = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+        pending = Q(status=model.Status.QUEUED) | Q(
+            status=model.Status.RUNNING, started_at__lt=stale
+        )
+        return (
+            model.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("snapshot")
+            .filter(pending, pk__in=explanation_ids)
+            .order_by("position")
         )
 
     def set_stage(self, explanation_ids: list[str], stage: str) -> None:

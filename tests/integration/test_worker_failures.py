@@ -40,14 +40,13 @@ class BrokenEngine:
     def __init__(self, fails: Any) -> None:
         self.fails = fails
 
-    def explain(
+    def explain_batch(
         self,
-        token_ids: Sequence[int],
-        positions: Sequence[int],
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
         settings: GenerationSettings,
         progress: ExplainProgress,
     ) -> list[Any]:
-        progress.stage("capturing", 0, len(positions))
+        progress.stage("capturing", 0, len(requests))
         self.fails()
         raise AssertionError("fails() must raise")
 

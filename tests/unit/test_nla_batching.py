@@ -250,3 +250,27 @@ def test_cjk_text_or_a_mention_of_the_marker_is_flagged_as_a_failed_injection():
     assert injection_suspect("A note about 고양이", "㈎")
     assert not injection_suspect("A cat sleeping on a warm windowsill.", "㈎")
     assert not injection_suspect("Empty output here.", "<empty_output>")  # a multi-char marker
+
+
+def test_positions_of_several_conversations_share_one_batch_and_come_back_per_conversation(
+    engine, token_ids, distinct_positions
+):
+    other = engine.tokenize([ChatTurn("user", "The dog runs in the park.")]).token_ids
+    requests = [(token_ids, distinct_positions[:2]), (other, [4, 6, 9])]
+    progress = RecordingProgress()
+    batched = engine.explain_batch(requests, GREEDY, progress)
+    assert [[r.position for r in group] for group in batched] == [distinct_positions[:2], [4, 6, 9]]
+    alone = [engine.explain(ids, ps, GREEDY, NoProgress()) for ids, ps in requests]
+    assert [[r.text for r in g] for g in batched] == [[r.text for r in g] for g in alone]
+    assert [r.token_id for r in batched[1]] == [other[4], other[6], other[9]]
+    assert sorted(progress.texts) == [0, 1, 2, 3, 4]  # one AV batch of five rows
+    assert [s for s in progress.stages if s[0] == "verbalizing"] == [("verbalizing", 0, 5)]
+
+
+def test_a_shared_batch_is_limited_to_16_positions_in_all():
+    from workers.nla.engine import _check_count
+    from workers.nla.errors import InputTooLong
+
+    _check_count(16)
+    with pytest.raises(InputTooLong, match="this one asked for 17"):
+        _check_count(17)

@@ -137,25 +137,45 @@ class NlaEngine:
         progress: ExplainProgress,
     ) -> list[TokenExplanation]:
         """Explain `positions` of `token_ids` in one capture, one AV batch and one AR batch."""
-        _check_count(len(positions))
+        return self.explain_batch([(token_ids, positions)], settings, progress)[0]
+
+    def explain_batch(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        settings: GenerationSettings,
+        progress: ExplainProgress,
+    ) -> list[list[TokenExplanation]]:
+        """Explain the positions of several token sequences (e.g. different users' conversations)
+        with one capture pass each, then one AV batch and one AR batch for all of them; results come
+        back per request, in order. `progress.text` indexes the positions across all requests."""
+        total = sum(len(positions) for _, positions in requests)
+        _check_count(total)
         with out_of_memory_as_error("explaining these tokens"):
-            progress.stage("capturing", 0, len(positions))
-            vectors = self.capture(token_ids, positions)
-            results = self._verbalize_and_score(vectors, settings, progress)
+            captured: list[torch.Tensor] = []
+            for token_ids, positions in requests:
+                progress.stage("capturing", sum(len(c) for c in captured), total)
+                captured.append(self.capture(token_ids, positions))
+            results = iter(self._verbalize_and_score(torch.cat(captured), settings, progress))
         return [
-            TokenExplanation(
-                position=p,
-                token_id=int(token_ids[p]),
-                token_text=self.target.tokenizer.decode([int(token_ids[p])]),
-                text=r.verbalized.text,
-                raw_text=r.verbalized.raw_text,
-                truncated=r.verbalized.truncated,
-                fidelity=r.fidelity,
-                l2_norm=r.l2_norm,
-                warnings=self._warnings(p, r.verbalized.text),
-            )
-            for p, r in zip(positions, results, strict=True)
+            [self._token_result(token_ids, p, next(results)) for p in positions]
+            for token_ids, positions in requests
         ]
+
+    def _token_result(
+        self, token_ids: Sequence[int], position: int, result: VectorExplanation
+    ) -> TokenExplanation:
+        token_id = int(token_ids[position])
+        return TokenExplanation(
+            position=position,
+            token_id=token_id,
+            token_text=self.target.tokenizer.decode([token_id]),
+            text=result.verbalized.text,
+            raw_text=result.verbalized.raw_text,
+            truncated=result.verbalized.truncated,
+            fidelity=result.fidelity,
+            l2_norm=result.l2_norm,
+            warnings=self._warnings(position, result.verbalized.text),
+        )
 
     def _warnings(self, position: int, text: str) -> list[str]:
         early = [EARLY_WARNING] if position < EARLY_POSITIONS else []
