@@ -6,12 +6,10 @@ Everything else under workers/ is Django-free; `workers/jobs.py` drives the engi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -184,9 +182,10 @@ class DjangoStore:
     def _claimable(model: Any, explanation_ids: list[str]) -> Any:
         """Queued rows, or running ones whose worker died: a job redelivered after its time limit
         takes its rows back."""
-        stale = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+        from nlaweb.explanations.models import abandoned_before
+
         pending = Q(status=model.Status.QUEUED) | Q(
-            status=model.Status.RUNNING, started_at__lt=stale
+            status=model.Status.RUNNING, started_at__lt=abandoned_before()
         )
         return (
             model.objects.select_for_update(skip_locked=True, of=("self",))

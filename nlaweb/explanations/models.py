@@ -5,8 +5,17 @@ repeated click is a lookup. Saved as `queued` before the job is enqueued; the wo
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+
+def abandoned_before() -> datetime:
+    """A row still running that started before this has lost its worker: every job is stopped by
+    its time limit, so nobody will finish it (an embedded worker's restart, a killed process)."""
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
 
 
 class Explanation(models.Model):
@@ -61,6 +70,15 @@ class Explanation(models.Model):
     @property
     def paragraphs(self) -> list[str]:
         return [p.strip() for p in self.text.split("\n\n") if p.strip()]
+
+    @property
+    def is_abandoned(self) -> bool:
+        started = self.started_at
+        return (
+            self.status == self.Status.RUNNING
+            and started is not None
+            and started < abandoned_before()
+        )
 
     @property
     def is_finished(self) -> bool:

@@ -1,6 +1,7 @@
 """Ask for the explanations of one or more tokens of a snapshot: stored ones are returned at once,
 the others are saved as queued rows and explained by one job (one engine batch) enqueued after
-commit. A failed one is retried on the next ask."""
+commit. A failed one, or one whose worker died (running past the time limit), is queued again on the
+next ask."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def request_explanations(
                 row, created = _create({**key, "position": position}, settings)
                 if created:
                     pending.append(row)
-            elif row.status == Explanation.Status.FAILED:
+            elif row.status == Explanation.Status.FAILED or row.is_abandoned:
                 _reset(row)
                 pending.append(row)
             rows.append(row)

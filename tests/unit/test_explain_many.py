@@ -237,3 +237,22 @@ def _someone_waits_for_a_lock() -> bool:
             "AND l.locktype = 'transactionid'"
         )
         return bool(cursor.fetchone()[0])
+
+
+def test_a_row_whose_worker_died_is_queued_again_on_the_next_click(
+    owner, settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    snapshot = _snapshot(start_conversation(owner.user))
+    long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
+    lost = _stored(snapshot, 3, "running")
+    Explanation.objects.filter(pk=lost.pk).update(started_at=long_ago)
+    busy = _stored(snapshot, 5, "running")
+    Explanation.objects.filter(pk=busy.pk).update(started_at=timezone.now())
+    with django_capture_on_commit_callbacks() as callbacks:
+        rows = request_explanations(snapshot, [3, 5])
+    assert [r.status for r in rows] == ["queued", "running"]
+    assert callbacks == [Job(TASK_EXPLAIN, [[str(lost.pk)]])]
