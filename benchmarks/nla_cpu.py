@@ -2,7 +2,9 @@
 
 1. 16 positions explained as one batch vs one by one (goal ≥ 3×), outputs compared;
 2. activation capture that stops after block K vs a full forward pass of the target;
-3. a cold explain vs one whose capture is served from the activation cache.
+3. a cold explain vs one whose capture is served from the activation cache;
+4. four users' requests (4 positions each, different conversations) as one shared batch vs one job
+   each, as a worker takes them with and without cross-request batching.
 
 Run: `.venv/bin/python benchmarks/nla_cpu.py` (builds the demo NLA first if it is missing).
 """
@@ -17,6 +19,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 
 from benchmarks._common import best_of, demo_engine, machine
 from workers.nla.capture import capture_block_output
+from workers.nla.engine import NlaEngine
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
 
 CONVERSATION = [
@@ -71,6 +74,32 @@ def main() -> None:
         f"[cache] explain of 4 positions: cold {cold_x:.2f} s, cached capture {warm_x:.2f} s, "
         f"ratio {cold_x / warm_x:.2f}x (the AV's generation dominates; a repeated click is a "
         "database lookup and never reaches the worker)"
+    )
+    shared_batch(engine)
+
+
+def shared_batch(engine: NlaEngine) -> None:
+    users = [
+        [ChatTurn("user", text)]
+        for text in (
+            "My cat loves to sleep on the warm windowsill in the afternoon.",
+            "What is the capital of France, and why is it famous?",
+            "Write a haiku about autumn leaves falling in the park.",
+            "How do I sort a list of numbers in Python?",
+        )
+    ]
+    requests = []
+    for turns in users:
+        ids = engine.tokenize(turns).token_ids
+        requests.append((ids, list(range(len(ids) - 4, len(ids)))))
+    clear = engine.cache.clear
+    shared, _ = best_of(2, lambda: engine.explain_batch(requests, SETTINGS, NoProgress()), clear)
+    apart, _ = best_of(
+        2, lambda: [engine.explain(ids, ps, SETTINGS, NoProgress()) for ids, ps in requests], clear
+    )
+    print(
+        f"[shared] 4 users x 4 positions: one shared batch {shared:.2f} s, one job each "
+        f"{apart:.2f} s, ratio {apart / shared:.1f}x"
     )
 
 
