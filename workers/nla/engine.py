@@ -116,16 +116,13 @@ class NlaEngine:
         self._check_request(token_ids, positions)
         if not positions:
             return torch.empty(0, self.reconstructor.meta.d_model)
-        keys = prefix_keys(self.source.id, token_ids, positions)
-        found = {p: self.cache.get(k) for p, k in zip(positions, keys, strict=True)}
-        missing = sorted({p for p, v in found.items() if v is None})
+        keys = prefix_keys(self.source.id, token_ids, range(max(positions) + 1))
+        found = {p: self.cache.get(keys[p]) for p in positions}
+        missing = sorted(p for p, v in found.items() if v is None)
         if missing:
             hidden = self.target.capture(token_ids[: missing[-1] + 1], self.layer).cpu()
-            computed = range(len(hidden))
-            for p, key in zip(
-                computed, prefix_keys(self.source.id, token_ids, computed), strict=True
-            ):
-                self.cache.put(key, hidden[p])
+            for p in range(len(hidden)):
+                self.cache.put(keys[p], hidden[p])
             found.update({p: hidden[p] for p in missing})
         return torch.stack([found[p] for p in positions])  # type: ignore[misc]
 

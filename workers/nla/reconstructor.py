@@ -50,7 +50,7 @@ class Reconstructor:
         overrides: Overrides | None = None,
     ) -> Reconstructor:
         where = str(path / SIDECAR)
-        meta = parse_ar(read_yaml(path), where, overrides or Overrides())
+        meta = parse_ar(read_yaml(path), where, overrides)
         tokenizer = load_tokenizer(path)
         _check_suffix(tokenizer, meta, where)
         model = load_base_model(path, device, dtype)

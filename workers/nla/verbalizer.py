@@ -94,7 +94,7 @@ class Verbalizer:
         overrides: Overrides | None = None,
     ) -> Verbalizer:
         where = str(path / SIDECAR)
-        meta = parse_av(read_yaml(path), where, overrides or Overrides())
+        meta = parse_av(read_yaml(path), where, overrides)
         tokenizer = load_tokenizer(path)
         ids = prompt_ids(tokenizer, meta)
         marker = check_prompt(tokenizer, meta, ids, where)
