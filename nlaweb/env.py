@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -52,3 +53,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def env_path(name: str, default: Path | None) -> Path | None:
     raw = env_str(name)
     return Path(raw).expanduser().resolve() if raw else default
+
+
+def embedded_secret_key(data_dir: Path) -> str:
+    """The embedded mode's secret key: made once with `secrets` and kept in the data directory
+    (never in the repo), so sessions survive a restart without anyone setting SECRET_KEY."""
+    path = data_dir / "secret_key"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this data directory made it first
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()

@@ -10,7 +10,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from nlaweb.env import env_bool, env_int, env_list, env_path, env_str
+from nlaweb.env import embedded_secret_key, env_bool, env_int, env_list, env_path, env_str
 from nlaweb.layers import redis_channel_layer
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -19,11 +19,13 @@ DATA_DIR: Path = env_path("NLAWEB_DATA_DIR", BASE_DIR / "var") or BASE_DIR / "va
 REDIS_URL = env_str("REDIS_URL")
 EMBEDDED = REDIS_URL is None
 
-DEBUG = env_bool("DEBUG", default=EMBEDDED)
+# Off unless DEBUG=1, in every mode: a stranger must never see Django's debug page.
+DEBUG = env_bool("DEBUG", default=False)
+# Production must name its key; the embedded mode (and any DEBUG run) makes one in the data directory.
 _secret = env_str("SECRET_KEY")
-if _secret is None and not DEBUG:
+if _secret is None and not (EMBEDDED or DEBUG):
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-SECRET_KEY = _secret or "django-insecure-embedded-mode-only-never-in-production"
+SECRET_KEY = _secret or embedded_secret_key(DATA_DIR)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

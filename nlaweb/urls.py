@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import path
 
 from nlaweb.chat import views as chat
@@ -11,6 +12,11 @@ from nlaweb.sources_admin import sources_page
 
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Clients that ask for /favicon.ico without reading the page's <link rel="icon">."""
+    return HttpResponsePermanentRedirect(static("nlaweb/favicon.svg"))
 
 
 urlpatterns = [
@@ -25,6 +31,7 @@ urlpatterns = [
     ),
     path("explanations/<uuid:explanation_id>/", explanations.panel, name="explanation_panel"),
     path("healthz", healthz),
+    path("favicon.ico", favicon),
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),
     path("admin/", admin.site.urls),
 ]

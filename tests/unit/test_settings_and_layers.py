@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 
@@ -34,17 +36,36 @@ def test_lists_split_on_commas_and_drop_blanks(monkeypatch):
     assert env_list("ALLOWED_HOSTS", []) == ["a.org", "b.org"]
 
 
-def test_the_settings_refuse_to_start_without_a_secret_key_when_debug_is_off():
-    import subprocess
-    import sys
-
-    code = "import django, os; django.setup()"
-    env = {"DEBUG": "0", "DJANGO_SETTINGS_MODULE": "nlaweb.settings", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+def _settings_in_subprocess(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
+    env = {"DJANGO_SETTINGS_MODULE": "nlaweb.settings", "PATH": "/usr/bin:/bin", **env}
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+
+
+def test_production_refuses_to_start_without_a_secret_key_when_debug_is_off(tmp_path):
+    env = {"REDIS_URL": "redis://127.0.0.1:6379/15", "NLAWEB_DATA_DIR": str(tmp_path)}
+    result = _settings_in_subprocess(env, "")
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+
+
+def test_debug_is_off_unless_asked_for_and_the_embedded_mode_keeps_its_own_secret_key(tmp_path):
+    code = "from django.conf import settings; print(settings.DEBUG, settings.SECRET_KEY)"
+    first = _settings_in_subprocess({"NLAWEB_DATA_DIR": str(tmp_path)}, code)
+    assert first.returncode == 0, first.stderr
+    debug, key = first.stdout.split()
+    assert debug == "False"
+    assert len(key) >= 50 and (tmp_path / "secret_key").read_text().strip() == key
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+    again = _settings_in_subprocess({"NLAWEB_DATA_DIR": str(tmp_path)}, code)
+    assert again.stdout.split()[1] == key  # sessions survive a restart
+    on = _settings_in_subprocess({"NLAWEB_DATA_DIR": str(tmp_path), "DEBUG": "1"}, code)
+    assert on.stdout.split()[0] == "True"
 
 
 def test_a_frame_sent_from_the_worker_thread_reaches_a_consumer_waiting_on_the_server_loop():
