@@ -49,7 +49,7 @@ class Store(Protocol):
         token_texts: list[str],
         spans: list[dict[str, Any]],
     ) -> None: ...
-    def finish_reply(self, message_id: str, content: str) -> None: ...
+    def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None: ...
     def fail_reply(self, message_id: str, content: str, error: str) -> None: ...
     def explain_job(self, explanation_ids: list[str]) -> Any: ...
     def set_stage(self, explanation_ids: list[str], stage: str) -> None: ...
@@ -143,9 +143,10 @@ def run_reply(
             throttle(0, so_far)
 
         settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens)
-        text = engine.reply(_turns(job.history), settings, on_text)
+        reply = engine.reply(_turns(job.history), settings, on_text)
+        text = reply.text
         throttle.flush()
-        store.finish_reply(message_id, text)
+        store.finish_reply(message_id, text, truncated=reply.truncated)
         from workers.store import Turn
 
         full = [*job.history, Turn(message_id, "assistant", text)]

@@ -132,10 +132,12 @@ class DjangoStore:
             ),
         )
 
-    def finish_reply(self, message_id: str, content: str) -> None:
+    def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
         from nlaweb.chat.models import Message
 
-        Message.objects.filter(pk=message_id).update(content=content, status=Message.Status.DONE)
+        Message.objects.filter(pk=message_id).update(
+            content=content, status=Message.Status.DONE, truncated=truncated
+        )
 
     def fail_reply(self, message_id: str, content: str, error: str) -> None:
         from nlaweb.chat.models import Message

@@ -30,6 +30,7 @@ from workers.nla.types import (
     ExplainProgress,
     Fidelity,
     GenerationSettings,
+    Reply,
     TokenExplanation,
     TokenizedConversation,
     VectorExplanation,
@@ -105,7 +106,7 @@ class NlaEngine:
         turns: Sequence[ChatTurn],
         settings: GenerationSettings,
         on_text: Callable[[str], None],
-    ) -> str:
+    ) -> Reply:
         with out_of_memory_as_error("writing the reply"):
             return self.target.reply(turns, settings, DEFAULT_REPLY_TOKENS, on_text)
 

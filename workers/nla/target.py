@@ -12,7 +12,13 @@ from torch import nn
 from workers.nla.capture import capture_block_output
 from workers.nla.decode import DecodeSpec, generate
 from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer
-from workers.nla.types import ChatTurn, GenerationSettings, MessageSpan, TokenizedConversation
+from workers.nla.types import (
+    ChatTurn,
+    GenerationSettings,
+    MessageSpan,
+    Reply,
+    TokenizedConversation,
+)
 
 #: Greedy replies of small chat models loop ("I'm not sure what to do with it." × 20); this keeps them
 #: deterministic and readable. The AV's decoding is left exactly as the NLA was trained to be read.
@@ -111,7 +117,7 @@ class TargetModel:
         settings: GenerationSettings,
         max_new_tokens: int,
         on_text: Callable[[str], None],
-    ) -> str:
+    ) -> Reply:
         """The assistant's next message, generated with the chat template; `on_text` streams it."""
         ids = _template_ids(self.tokenizer, turns, True)
         end = getattr(self.tokenizer, "eos_token_id", None)
@@ -126,7 +132,7 @@ class TargetModel:
         decoded = generate(
             self.model, self.tokenizer, spec, input_ids=prompt, on_text=lambda _r, t: on_text(t)
         )
-        return decoded[0].text.strip()
+        return Reply(decoded[0].text.strip(), truncated=not decoded[0].stopped)
 
     def capture(self, token_ids: Sequence[int], layer: int) -> torch.Tensor:
         """`[T, d]` float32: the output of block `layer` at every position of `token_ids`."""

@@ -38,6 +38,14 @@ class GenerationSettings:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """An assistant reply: its text, and whether the token limit cut it (not an end token)."""
+
+    text: str
+    truncated: bool
+
+
+@dataclass(frozen=True)
 class ChatTurn:
     role: str  # "system" | "user" | "assistant"
     content: str
