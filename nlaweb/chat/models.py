@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -62,6 +63,8 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
     error = models.TextField(blank=True)
+    #: An assistant reply stopped by the token limit (REPLY_MAX_NEW_TOKENS), not by the model.
+    truncated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -83,6 +86,17 @@ class Message(models.Model):
 def hash_tokens(token_ids: list[int]) -> str:
     """sha256 of a token sequence; equal prefixes of equal sequences hash alike."""
     return hashlib.sha256(json.dumps(token_ids).encode()).hexdigest()
+
+
+def prefix_hashes(token_ids: Sequence[int]) -> list[str]:
+    """Element p identifies the prefix `token_ids[: p + 1]` (a sha256 chain, so all of them cost one
+    pass): two snapshots whose element p agree hold the same tokens up to p, hence the same
+    activation at p (causal attention), whatever follows."""
+    hashes, previous = [], ""
+    for token in token_ids:
+        previous = hashlib.sha256(f"{previous}:{int(token)}".encode()).hexdigest()
+        hashes.append(previous)
+    return hashes
 
 
 class Snapshot(models.Model):

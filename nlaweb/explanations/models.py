@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from nlaweb.chat.models import prefix_hashes
 
 
 def abandoned_before() -> datetime:
@@ -30,6 +33,9 @@ class Explanation(models.Model):
         "chat.Snapshot", on_delete=models.CASCADE, related_name="explanations"
     )
     position = models.PositiveIntegerField()
+    #: `chat.models.prefix_hashes(snapshot.token_ids)[position]`: the same token prefix in another
+    #: snapshot of the conversation (a later turn, another branch) has the same explanation.
+    prefix_hash = models.CharField(max_length=64, blank=True, db_index=True)
     source_id = models.CharField(max_length=100)
     settings_key = models.CharField(max_length=200)
     settings = models.JSONField(default=dict)
@@ -66,6 +72,11 @@ class Explanation(models.Model):
 
     def __str__(self) -> str:
         return f"Explanation of #{self.position} ({self.status})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.prefix_hash:  # every row is findable by its token prefix, however it was made
+            self.prefix_hash = prefix_hashes(self.snapshot.token_ids[: self.position + 1])[-1]
+        super().save(*args, **kwargs)
 
     @property
     def paragraphs(self) -> list[str]:

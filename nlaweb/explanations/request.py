@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from nlaweb.chat.models import Snapshot
+from nlaweb.chat.models import Snapshot, prefix_hashes
 from nlaweb.explanations.models import Explanation
 from nlaweb.jobs import enqueue
 from workers.contracts import TASK_EXPLAIN
@@ -83,24 +83,23 @@ def _check_inside(positions: Sequence[int], length: int) -> None:
 def request_explanations(
     snapshot: Snapshot, positions: Sequence[int], settings: ExplainSettings | None = None
 ) -> list[Explanation]:
-    """The rows of `positions` in position order; those that need work go into one enqueued job."""
+    """The rows of `positions` in position order; those that need work go into one enqueued job.
+    A token whose prefix was explained in another snapshot of the conversation (before a later
+    turn was added, or on another branch) gets that row: same tokens, same activation."""
     settings = settings or ExplainSettings()
     check_positions(positions)
     _check_inside(positions, len(snapshot.token_ids))
-    key = dict(snapshot=snapshot, source_id=snapshot.source_id, settings_key=settings.key())
+    hashes = prefix_hashes(snapshot.token_ids)
+    key = dict(source_id=snapshot.source_id, settings_key=settings.key())
     with transaction.atomic():
         # Rows are locked and created in position order, so two overlapping requests cannot deadlock.
-        stored = {
-            e.position: e
-            for e in Explanation.objects.select_for_update()
-            .filter(**key, position__in=positions)
-            .order_by("position")
-        }
+        stored = _stored(snapshot, [hashes[p] for p in positions], key)
         rows, pending = [], []
         for position in sorted(positions):
-            row = stored.get(position)
+            row = stored.get(hashes[position])
             if row is None:
-                row, created = _create({**key, "position": position}, settings)
+                fields = {**key, "snapshot": snapshot, "position": position}
+                row, created = _create(fields, settings)
                 if created:
                     pending.append(row)
             elif row.status == Explanation.Status.FAILED or row.is_abandoned:
@@ -110,6 +109,49 @@ def request_explanations(
         if pending:
             enqueue(TASK_EXPLAIN, [str(row.id) for row in pending])
     return rows
+
+
+def _stored(snapshot: Snapshot, hashes: list[str], key: dict[str, Any]) -> dict[str, Explanation]:
+    """Existing rows of these token prefixes in the snapshot's conversation, locked, by prefix
+    hash; where several snapshots hold one, this snapshot's own row, else a finished one, wins."""
+    found = (
+        Explanation.objects.select_for_update()
+        .filter(**key, snapshot__conversation_id=snapshot.conversation_id, prefix_hash__in=hashes)
+        .order_by("position", "created_at")
+    )
+    best: dict[str, Explanation] = {}
+    for row in found:
+        held = best.get(row.prefix_hash)
+        if held is None or _preference(row, snapshot) > _preference(held, snapshot):
+            best[row.prefix_hash] = row
+    return best
+
+
+def _preference(row: Explanation, snapshot: Snapshot) -> tuple[bool, bool]:
+    return row.snapshot_id == snapshot.pk, row.status == Explanation.Status.DONE
+
+
+def explained_rows(
+    snapshot: Snapshot, settings: ExplainSettings | None = None
+) -> dict[int, Explanation]:
+    """Position → the stored explanation of that token prefix in the snapshot's conversation (done
+    or in progress; failed ones are left out), for tinting the chips the reader already explained."""
+    settings = settings or ExplainSettings()
+    hashes = prefix_hashes(snapshot.token_ids)
+    position_of = {h: p for p, h in enumerate(hashes)}
+    rows = Explanation.objects.filter(
+        snapshot__conversation_id=snapshot.conversation_id,
+        source_id=snapshot.source_id,
+        settings_key=settings.key(),
+        prefix_hash__in=hashes,
+    ).exclude(status=Explanation.Status.FAILED)
+    by_position: dict[int, Explanation] = {}
+    for row in rows.order_by("created_at"):
+        position = position_of[row.prefix_hash]
+        held = by_position.get(position)
+        if held is None or _preference(row, snapshot) > _preference(held, snapshot):
+            by_position[position] = row
+    return by_position
 
 
 def request_explanation(
