@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
 
 from nlaweb.chat.models import Conversation, Message, Snapshot
+from nlaweb.chat.tokens import Token, message_tokens, template_tokens
+from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.request import explained_rows
 from nlaweb.jobs import enqueue
 from nlaweb.sources import default_source
 from workers.contracts import TASK_REPLY
@@ -49,9 +51,38 @@ def send_message(conversation: Conversation, content: str) -> Message:
 
 
 @dataclass(frozen=True)
+class Chip:
+    """One token as the page shows it: a clickable piece of prose, or a folded template chip."""
+
+    position: int
+    text: str
+    token_id: int
+    template: bool
+    explained: Explanation | None  # the stored explanation of this token prefix, if any
+
+    @property
+    def whitespace(self) -> bool:
+        """A word-less token (a newline, spaces): prose shows it raw, the template view as a glyph."""
+        return not self.text.strip()
+
+    @property
+    def confidence(self) -> str:
+        """The tint of an explained chip: its confidence, or `pending` while it is in progress."""
+        e = self.explained
+        if e is None:
+            return ""
+        return (e.confidence or "unscored") if e.status == e.Status.DONE else "pending"
+
+
+@dataclass(frozen=True)
 class RenderedMessage:
     message: Message
-    chips: list[dict[str, Any]] | None  # None: not tokenized yet (show the plain text)
+    chips: list[Chip] | None  # None: not tokenized yet (show the plain text)
+    number: int  # 1-based place on the path
+
+    @property
+    def has_content_chips(self) -> bool:
+        return any(not c.template for c in self.chips or [])
 
 
 @dataclass(frozen=True)
@@ -59,8 +90,8 @@ class ThreadView:
     conversation: Conversation
     snapshot: Snapshot | None
     messages: list[RenderedMessage]
-    lead_chips: list[dict[str, Any]]  # template tokens before the first message (e.g. BOS)
-    tail_chips: list[dict[str, Any]]  # template tokens after the last message
+    lead_chips: list[Chip]  # template tokens before the first message (BOS, a system prompt)
+    tail_chips: list[Chip]  # template tokens after the last message (a generation prompt)
 
     @property
     def generating(self) -> Message | None:
@@ -69,22 +100,36 @@ class ThreadView:
 
 
 def thread_view(conversation: Conversation) -> ThreadView:
-    """The head path with token chips from the deepest snapshot on it."""
+    """The head path with token chips from the deepest snapshot on it, each chip knowing whether
+    (and how well) it was explained."""
     path = conversation.path()
     snapshot = _deepest_snapshot(path)
-    spans = snapshot.spans_by_message() if snapshot else {}
+    if snapshot is None:
+        rendered = [RenderedMessage(m, None, i + 1) for i, m in enumerate(path)]
+        return ThreadView(conversation, None, rendered, [], [])
+    explained = explained_rows(snapshot)
+    ids, texts = snapshot.token_ids, snapshot.token_texts
+
+    def chips(tokens: list[Token]) -> list[Chip]:
+        return [
+            Chip(t.position, t.text, t.token_id, t.template, explained.get(t.position))
+            for t in tokens
+        ]
+
+    spans = snapshot.spans_by_message()
     rendered = []
-    for message in path:
+    for number, message in enumerate(path, start=1):
         span = spans.get(str(message.id))
-        chips = snapshot.chips(span["start"], span["end"]) if snapshot and span else None
-        rendered.append(RenderedMessage(message, chips))
-    lead: list[dict[str, Any]] = []
-    tail: list[dict[str, Any]] = []
-    if snapshot:
-        starts = [s["start"] for s in snapshot.spans if s["message_id"]] or [0]
-        ends = [s["end"] for s in snapshot.spans if s["message_id"]] or [0]
-        lead = snapshot.chips(0, min(starts))
-        tail = snapshot.chips(max(ends), len(snapshot.token_ids))
+        tokens = (
+            message_tokens(ids, texts, span["start"], span["end"], message.content)
+            if span
+            else None
+        )
+        rendered.append(RenderedMessage(message, chips(tokens) if tokens else None, number))
+    starts = [s["start"] for s in snapshot.spans if s["message_id"]] or [0]
+    ends = [s["end"] for s in snapshot.spans if s["message_id"]] or [0]
+    lead = chips(template_tokens(ids, texts, 0, min(starts)))
+    tail = chips(template_tokens(ids, texts, max(ends), len(ids)))
     return ThreadView(conversation, snapshot, rendered, lead, tail)
 
 

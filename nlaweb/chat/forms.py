@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 
@@ -10,6 +12,11 @@ class MessageForm(forms.Form):
         error_messages={"required": "Write a message first: an empty message cannot be sent."},
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Message the model…"}),
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The browser stops typing at the limit; clean_content still says so for other clients.
+        self.fields["content"].widget.attrs["maxlength"] = settings.MAX_MESSAGE_CHARS
 
     def clean_content(self) -> str:
         content: str = self.cleaned_data["content"]

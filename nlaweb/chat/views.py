@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -9,6 +10,8 @@ from django.views.decorators.http import require_GET, require_POST
 from nlaweb.chat.conversation import ReplyInProgress, send_message, start_conversation, thread_view
 from nlaweb.chat.forms import MessageForm
 from nlaweb.chat.models import Conversation
+from nlaweb.chat.starters import starters_for
+from nlaweb.explanations.sections import opened, panel_context
 from nlaweb.sources import build_figures, get_source
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
@@ -30,14 +33,25 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
     return redirect("conversation", conversation_id=conversation.id)
 
 
-def _context(conversation: Conversation, form: MessageForm | None = None) -> dict[str, object]:
+def _context(
+    request: HttpRequest, conversation: Conversation, form: MessageForm | None = None
+) -> dict[str, object]:
+    """The page's context; the URL's `open` and `tpl` say which explanations are open and whether
+    template tokens show, so a reload or a copied link shows the same page."""
     source = get_source(conversation.source_id)
+    panel = panel_context(opened(conversation, request.GET.get("open", "")))
     return {
         "view": thread_view(conversation),
         "form": form or MessageForm(),
         "source": source,
         "figures": build_figures(conversation.source_id) if source else {},
-        "max_positions": MAX_POSITIONS_PER_REQUEST,  # chips one shift+click selection may hold
+        "max_positions": MAX_POSITIONS_PER_REQUEST,  # tokens one shift+click selection may hold
+        "max_chars": settings.MAX_MESSAGE_CHARS,
+        "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
+        "starters": starters_for(source),
+        "panel": panel,
+        "open_positions": {s.e.position for s in panel["sections"]},
+        "show_template": request.GET.get("tpl") == "1",
     }
 
 
@@ -47,7 +61,7 @@ def conversation(request: HttpRequest, conversation_id: str) -> HttpResponse:
     template = "chat/conversation.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#thread"
-    return render(request, template, _context(conv))
+    return render(request, template, _context(request, conv))
 
 
 @require_POST
@@ -61,4 +75,4 @@ def send(request: HttpRequest, conversation_id: str) -> HttpResponse:
         except ReplyInProgress as exc:
             form.add_error("content", str(exc))
     conv.refresh_from_db()
-    return render(request, "chat/conversation.html#chat", _context(conv, form))
+    return render(request, "chat/conversation.html#chat", _context(request, conv, form))

@@ -3,8 +3,6 @@ explanation's section of the panel."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
@@ -13,38 +11,14 @@ from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, request_explanations
-from nlaweb.sources import build_figures, get_source
-from workers.contracts import STAGES
-
-
-@dataclass(frozen=True)
-class Section:
-    """One explanation as the panel shows it."""
-
-    e: Explanation
-    #: Where the stored stage is in STAGES, so a reload marks the same step as the frames do.
-    stage_index: int
-
-
-def _section(explanation: Explanation) -> Section:
-    stage = explanation.stage
-    return Section(explanation, STAGES.index(stage) if stage in STAGES else 0)
+from nlaweb.explanations.sections import panel_context
 
 
 def _panel(
     request: HttpRequest, explanations: list[Explanation], error: str = "", template: str = ""
 ) -> HttpResponse:
-    source_id = explanations[0].source_id if explanations else ""
     return render(
-        request,
-        template or "explanations/panel.html",
-        {
-            "sections": [_section(e) for e in explanations],
-            "error": error,
-            "source": get_source(source_id),
-            "figures": build_figures(source_id) if explanations else {},
-            "stages": STAGES[:-1],
-        },
+        request, template or "explanations/panel.html", panel_context(explanations, error)
     )
 
 

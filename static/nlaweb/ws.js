@@ -1,60 +1,67 @@
 // The one small websocket script: listens to the conversation's frames and updates the page in place.
 // Text always goes through textContent (never innerHTML), so model output cannot inject markup.
-// Finished states are re-rendered by the server (htmx.ajax), so a reload shows exactly the same.
+// Finished states are re-rendered by the server, so a reload shows exactly the same.
+// The URL keeps what is open (?open=<explanation ids>&tpl=1), so a reload or a copied link shows the
+// same panel; every explained token is tinted by its confidence.
 (() => {
   "use strict";
   const STAGES = ["queued", "loading", "capturing", "verbalizing", "scoring"];
-  const SAFETY_POLL_MS = 3000;
+  // A test may set window.NLAWEB_SAFETY_POLL_MS to prove that frames alone bring every result in.
+  const SAFETY_POLL_MS = () => window.NLAWEB_SAFETY_POLL_MS || 3000;
+  const TINTS = ["explained", "high", "medium", "low", "unscored", "pending"];
   let root = null;
   let socket = null;
   let backoff = 500;
   let lastFrameAt = 0;
+  let everOpened = false;
 
   // A frame can arrive before the element it updates exists: the explain and send requests enqueue
   // their job before their response is swapped in, and a short job finishes first. So the latest state
   // of each explanation and reply is kept here and applied when htmx swaps new content in.
-  const explanations = new Map(); // explanation id → {stage, done, total, text, finished}
+  const explanations = new Map(); // explanation id → {stage, text, finished}
   const replies = new Map(); // message id → {text, finished}
 
-  function panel(explanationId) {
+  function section(explanationId) {
     return document.querySelector(`#panel [data-explanation-id="${explanationId}"]`);
   }
 
-  // One section is re-rendered in place: the panel may hold several explanations of one request.
+  // Each refresh is its own htmx request with its own element as source: htmx keeps one request in
+  // flight per source element and drops all but the last queued one, so refreshes that shared a
+  // source (the body) lost every section but the last when several finished at once.
   function refreshSection(el) {
-    htmx.ajax("GET", el.dataset.panelUrl, { target: el, swap: "outerHTML" });
+    htmx.ajax("GET", el.dataset.panelUrl, { source: el, target: el, swap: "outerHTML" });
   }
 
   function refreshThread() {
-    htmx.ajax("GET", root.dataset.threadUrl, { target: "#thread", swap: "outerHTML" });
+    const thread = document.getElementById("thread");
+    if (!thread) return;
+    htmx.ajax("GET", root.dataset.threadUrl, { source: thread, target: thread, swap: "outerHTML" });
   }
 
-  function isUnfinished(el) {
-    return el.dataset.status === "queued" || el.dataset.status === "running";
-  }
+  const isUnfinished = (el) => el.dataset.status === "queued" || el.dataset.status === "running";
 
-  function showStage(el, stage, done, total) {
+  function showStage(el, stage) {
     const index = STAGES.indexOf(stage);
     el.querySelectorAll(".stages li").forEach((li, i) => {
       li.classList.toggle("done", i < index);
       li.classList.toggle("active", i === index);
     });
     const now = el.querySelector('[data-role="stage"]');
-    if (now) now.textContent = total ? `${stage} (${done}/${total})` : stage;
+    if (now) now.textContent = stage;
     const bar = el.querySelector('[data-role="progress"]');
     if (bar && index >= 0) bar.value = index;
   }
 
   function applyExplanation(id) {
-    const el = panel(id);
+    const el = section(id);
     const state = explanations.get(id);
     if (!el || !state || !isUnfinished(el)) return;
     if (state.finished) {
-      explanations.delete(id); // the server's panel is the truth from here on
+      explanations.delete(id); // the server's section is the truth from here on
       refreshSection(el);
       return;
     }
-    if (state.stage) showStage(el, state.stage, state.done, state.total);
+    if (state.stage) showStage(el, state.stage);
     const text = el.querySelector('[data-role="text"]');
     if (text && state.text) text.textContent = state.text;
   }
@@ -93,20 +100,33 @@
     "chat.delta": (f) => updateReply(f.message_id, { text: f.text }),
     "chat.done": (f) => finishReply(f.message_id),
     "chat.failed": (f) => finishReply(f.message_id),
-    "explanation.progress": (f) =>
-      updateExplanation(f.explanation_id, { stage: f.stage, done: f.done, total: f.total }),
+    "explanation.progress": (f) => updateExplanation(f.explanation_id, { stage: f.stage }),
     "explanation.text": (f) => updateExplanation(f.explanation_id, { text: f.text }),
     "explanation.done": (f) => updateExplanation(f.explanation_id, { finished: true }),
     "explanation.failed": (f) => updateExplanation(f.explanation_id, { finished: true }),
   };
 
+  // Whatever may have changed while the socket was down is read again from the server.
+  function catchUp() {
+    document.querySelectorAll('#panel [data-status="queued"], #panel [data-status="running"]')
+      .forEach(refreshSection);
+    const thread = document.getElementById("thread");
+    if (thread && thread.dataset.generating) refreshThread();
+  }
+
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + root.dataset.conversationWs);
-    socket.onopen = () => { backoff = 500; document.body.dataset.ws = "open"; };
+    socket.onopen = () => {
+      backoff = 500;
+      document.body.dataset.ws = "open";
+      if (everOpened) catchUp(); // frames sent while it was closed are lost: re-read the rows
+      everOpened = true;
+    };
     socket.onmessage = (event) => {
       lastFrameAt = Date.now();
-      const frame = JSON.parse(event.data);
+      let frame;
+      try { frame = JSON.parse(event.data); } catch { return; }
       const handle = handlers[frame.type];
       if (handle) handle(frame);
     };
@@ -117,15 +137,46 @@
     };
   }
 
-  // Frames sent while the socket was down are missed; if nothing arrived for a while, ask the server
-  // for the current state of whatever is still unfinished.
+  // A frame can still be lost while the socket looks open; if nothing arrived for a while, ask the
+  // server for the current state of whatever is still unfinished.
   function safetyPoll() {
-    if (Date.now() - lastFrameAt < SAFETY_POLL_MS) return;
-    document
-      .querySelectorAll('#panel [data-status="queued"], #panel [data-status="running"]')
-      .forEach(refreshSection);
-    const thread = document.getElementById("thread");
-    if (thread && thread.dataset.generating) refreshThread();
+    if (Date.now() - lastFrameAt >= SAFETY_POLL_MS()) catchUp();
+    setTimeout(safetyPoll, SAFETY_POLL_MS());
+  }
+
+  // The panel's finished sections tint their tokens, the open ones are outlined, a batch says how
+  // many of its sections are finished, and the URL names what is open.
+  function syncPage() {
+    const sections = [...document.querySelectorAll("#panel [data-explanation-id]")];
+    const open = new Set(sections.map((s) => s.dataset.position));
+    document.querySelectorAll("#thread .tok[data-position]").forEach((token) => {
+      token.classList.toggle("open", open.has(token.dataset.position));
+    });
+    sections.forEach((s) => {
+      const token = document.querySelector(`#thread .tok[data-position="${s.dataset.position}"]`);
+      if (!token) return;
+      const tint = s.dataset.status === "done" ? s.dataset.confidence || "unscored"
+        : isUnfinished(s) ? "pending" : null;
+      if (!tint) return;
+      token.classList.remove(...TINTS);
+      token.classList.add("explained", tint);
+    });
+    const status = document.querySelector('#panel [data-role="batch-status"]');
+    if (status) {
+      const finished = sections.filter((s) => !isUnfinished(s)).length;
+      status.textContent = `${finished} of ${sections.length} finished`;
+    }
+    syncUrl(sections.map((s) => s.dataset.explanationId));
+  }
+
+  function syncUrl(openIds) {
+    const url = new URL(location.href);
+    if (openIds.length) url.searchParams.set("open", openIds.join(","));
+    else url.searchParams.delete("open");
+    const toggle = document.querySelector('[data-role="show-template"]');
+    if (toggle && toggle.checked) url.searchParams.set("tpl", "1");
+    else url.searchParams.delete("tpl");
+    if (url.href !== location.href) history.replaceState(history.state, "", url);
   }
 
   function applyHeldStates() {
@@ -136,14 +187,29 @@
     if (thread && thread.dataset.generating) applyReply(thread.dataset.generating);
   }
 
+  document.addEventListener("change", (event) => {
+    if (!event.target.matches?.('[data-role="show-template"]')) return;
+    root.classList.toggle("show-template", event.target.checked);
+    syncPage();
+  });
+  document.addEventListener("click", (event) => {
+    const close = event.target.closest?.('[data-role="close-section"]');
+    if (!close) return;
+    close.closest("[data-explanation-id]").remove();
+    syncPage();
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     root = document.querySelector("[data-conversation-ws]");
     if (!root) return;
     connect();
-    setInterval(safetyPoll, SAFETY_POLL_MS);
+    syncPage();
+    setTimeout(safetyPoll, SAFETY_POLL_MS());
   });
   document.addEventListener("htmx:afterSwap", () => {
     lastFrameAt = Date.now();
-    if (root) applyHeldStates();
+    if (!root) return;
+    applyHeldStates();
+    syncPage();
   });
 })();

@@ -2,115 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.models import Explanation
+from tests.browser.pages import (
+    NUMBER,
+    STAGES_SHOWN,
+    _conversation_id,
+    _record_frames,
+    _send,
+    _stages_shown,
+    _start_conversation,
+    _types,
+    _words,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-NUMBER = re.compile(r"^-?\d+\.\d\d$")
-STAGES_SHOWN = ["queued", "loading", "capturing", "verbalizing", "scoring"]
-
-# Records what each explanation section of the panel shows after every change (one entry per section
-# per DOM mutation batch), so a test can check the stages and the streamed text that were on screen
-# before the final score.
-PANEL_RECORDER = """
-window.panelLog = [];
-document.addEventListener("DOMContentLoaded", () => {
-  const root = document.getElementById("panel");
-  if (!root) return;
-  new MutationObserver(() => {
-    root.querySelectorAll(".explanation").forEach((e) => {
-      const active = e.querySelector(".stages li.active");
-      const text = e.querySelector('[data-role="text"]');
-      window.panelLog.push({
-        id: e.dataset.explanationId,
-        status: e.dataset.status,
-        stage: active ? active.dataset.stage : null,
-        text: text ? text.textContent : null,
-      });
-    });
-  }).observe(root, { childList: true, subtree: true, attributes: true, characterData: true });
-});
-"""
-
-
-@pytest.fixture
-def page(stack, monkeypatch) -> Iterator[Page]:
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
-    # expect() has its own 5 s default; a worker's first job imports torch and loads the models.
-    expect.set_options(timeout=60_000)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        page.add_init_script(PANEL_RECORDER)
-        yield page
-        # While Playwright's loop runs, Django keys its connections by context rather than by
-        # thread, so the test's queries used a connection of their own: close it here, or the test
-        # database cannot be dropped at the end of the session.
-        connections.close_all()
-        browser.close()
-
-
-def _record_frames(page: Page) -> list[dict[str, Any]]:
-    """Every websocket frame the page receives, parsed, in order."""
-    frames: list[dict[str, Any]] = []
-    page.on(
-        "websocket",
-        lambda ws: ws.on("framereceived", lambda payload: frames.append(json.loads(payload))),
-    )
-    return frames
-
-
-def _start_conversation(page: Page, stack) -> None:
-    page.goto(stack.base_url + "/")
-    page.get_by_role("button", name="New conversation").click()
-    expect(page.locator("body")).to_have_attribute("data-ws", "open")
-
-
-def _send(page: Page, text: str) -> None:
-    page.get_by_placeholder("Message the model…").fill(text)
-    page.get_by_role("button", name="Send").click()
-
-
-def _conversation_id(page: Page) -> str:
-    return re.search(r"/c/([0-9a-f-]{36})/", page.url).group(1)
-
-
-def _types(frames: list[dict[str, Any]]) -> list[str]:
-    return [f["type"] for f in frames]
-
-
-def _words(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _stages_shown(entries: list[dict[str, Any]]) -> list[str]:
-    """The active stages a section showed, in order, without repeats."""
-    shown: list[str] = []
-    for entry in entries:
-        if entry["stage"] and shown[-1:] != [entry["stage"]]:
-            shown.append(entry["stage"])
-    return shown
 
 
 def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page: Page, stack):
@@ -119,7 +30,7 @@ def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page:
     _send(page, "My cat loves to sleep")
     expect(page.locator("article.message.user")).to_contain_text("My cat loves to sleep")
     # When the reply is done the thread is re-rendered with token chips for every message.
-    chips = page.locator("article.message.assistant .tok")
+    chips = page.locator("article.message.assistant .tok:not(.tpl):not(.ws)")
     expect(chips.first).to_be_visible()
     types = _types(frames)
     assert "chat.delta" in types and types.index("chat.delta") < types.index("chat.done")
@@ -129,7 +40,7 @@ def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page:
     panel = page.locator("#panel .explanation")
     with stack.worker_paused():
         with page.expect_response(re.compile(r"/explain$")) as clicked:
-            page.locator("article.message.user .tok").last.click()
+            page.locator("article.message.user .tok:not(.tpl):not(.ws)").last.click()
         expect(panel).to_have_attribute("data-status", "queued")
         expect(panel.locator(".stages li")).to_have_text(
             ["queued", "loading", "capturing", "verbalizing", "scoring"]
@@ -169,7 +80,7 @@ def test_a_person_sends_a_message_clicks_a_token_and_reads_its_explanation(page:
     # Reloading shows the same stored explanation: a second click is a lookup of the same row.
     page.reload()
     with page.expect_response(re.compile(r"/explain$")) as again:
-        page.locator("article.message.user .tok").last.click()
+        page.locator("article.message.user .tok:not(.tpl):not(.ws)").last.click()
     assert 'data-status="done"' in again.value.text()
     expect(page.locator("#panel .explanation")).to_have_attribute(
         "data-explanation-id", explanation_id
@@ -181,10 +92,10 @@ def test_a_person_shift_clicks_two_tokens_and_explains_both_in_one_job(page: Pag
     frames = _record_frames(page)
     _start_conversation(page, stack)
     _send(page, "My cat loves to sleep")
-    expect(page.locator("article.message.assistant .tok").first).to_be_visible()
-    chips = page.locator("article.message.user .tok")
+    expect(page.locator("article.message.assistant .tok:not(.tpl):not(.ws)").first).to_be_visible()
+    chips = page.locator("article.message.user .tok:not(.tpl):not(.ws)")
     picks = [chips.nth(chips.count() - 2), chips.last]
-    positions = [int(chip.get_attribute("value")) for chip in picks]
+    positions = [int(chip.get_attribute("data-position")) for chip in picks]
 
     # Shift+clicks select (a class and aria-pressed) and explain nothing yet.
     picks[0].click(modifiers=["Shift"])
@@ -241,12 +152,12 @@ def test_a_person_shift_clicks_two_tokens_and_explains_both_in_one_job(page: Pag
 def test_a_failed_explanation_shows_one_sentence_and_the_conversation_goes_on(page: Page, stack):
     _start_conversation(page, stack)
     _send(page, "My cat loves to sleep")
-    expect(page.locator("article.message.assistant .tok").first).to_be_visible()
+    expect(page.locator("article.message.assistant .tok:not(.tpl):not(.ws)").first).to_be_visible()
     # The source of this conversation's tokens is retired: no worker serves it any more.
     conversation_id = _conversation_id(page)
     Snapshot.objects.filter(conversation_id=conversation_id).update(source_id="retired-source")
 
-    page.locator("article.message.user .tok").last.click()
+    page.locator("article.message.user .tok:not(.tpl):not(.ws)").last.click()
     panel = page.locator("#panel .explanation")
     expect(panel).to_have_attribute("data-status", "failed")
     expect(panel.get_by_role("alert")).to_have_text(
@@ -261,8 +172,8 @@ def test_a_failed_explanation_shows_one_sentence_and_the_conversation_goes_on(pa
     _send(page, "Tell me more")
     expect(page.locator("article.message")).to_have_count(4)
     second_reply = page.locator("article.message.assistant").nth(1)
-    expect(second_reply.locator(".tok").first).to_be_visible()
-    second_reply.locator(".tok").last.click()
+    expect(second_reply.locator(".tok:not(.tpl):not(.ws)").first).to_be_visible()
+    second_reply.locator(".tok:not(.tpl):not(.ws)").last.click()
     expect(page.locator("#panel .explanation")).to_have_attribute("data-status", "done")
 
 

@@ -95,3 +95,17 @@ def test_two_builds_write_the_same_reconstructor(demo_dir, tmp_path):
     build_demo(tmp_path, progress=lambda line: None, plan=SMALL)
     for name in ("value_head.safetensors", "nla_meta.yaml"):
         assert (again_ar / name).read_bytes() == (ar / name).read_bytes(), name
+
+
+def test_the_starter_prompts_get_replies_that_name_what_they_ask_about(engine):
+    """The prompts a new conversation offers were picked because the demo model answers them with
+    concrete things worth clicking; replay each with the page's decoding (greedy)."""
+    from nlaweb.chat.starters import DEMO_STARTERS_CHECK
+
+    for prompt, word in DEMO_STARTERS_CHECK.items():
+        reply = engine.reply(
+            [ChatTurn("user", prompt)],
+            GenerationSettings(temperature=0.0, max_new_tokens=40),
+            lambda text: None,
+        )
+        assert word in reply.text, (prompt, reply.text)

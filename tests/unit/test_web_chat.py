@@ -86,10 +86,10 @@ def test_the_thread_shows_token_chips_at_their_positions(owner):
     snapshot = _snapshot(conversation)
     view = thread_view(conversation)
     assert view.snapshot == snapshot
-    assert [c["position"] for c in view.messages[0].chips] == list(range(0, 6))
-    assert [c["position"] for c in view.messages[1].chips] == list(range(6, 12))
+    assert [c.position for c in view.messages[0].chips] == list(range(0, 6))
+    assert [c.position for c in view.messages[1].chips] == list(range(6, 12))
     page = owner.client.get(reverse("conversation", args=[conversation.id])).content.decode()
-    assert 'name="position" value="11"' in page
+    assert 'data-position="11"' in page
 
 
 def test_clicking_a_token_queues_one_explanation_and_a_second_click_is_a_lookup(

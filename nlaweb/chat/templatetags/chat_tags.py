@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 register = template.Library()
 
@@ -17,3 +21,11 @@ def token_display(text: str) -> str:
 @register.filter
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
+
+
+@register.filter
+def ago(when: datetime) -> str:
+    """ "just now" under a minute, else "5 minutes ago" (Django's timesince)."""
+    if timezone.now() - when < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(when)} ago"

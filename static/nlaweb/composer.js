@@ -1,0 +1,27 @@
+// The message composer: Enter sends, Shift+Enter adds a line, and a live count of characters
+// against the limit the server enforces (the textarea's maxlength).
+(() => {
+  "use strict";
+  const area = () => document.querySelector("#composer textarea");
+
+  function count() {
+    const textarea = area();
+    const shown = document.querySelector('#composer [data-role="count"]');
+    if (!textarea || !shown) return;
+    const max = textarea.maxLength > 0 ? textarea.maxLength : 0;
+    shown.textContent = max ? `${textarea.value.length} / ${max}` : `${textarea.value.length}`;
+    shown.classList.toggle("near-limit", max > 0 && textarea.value.length >= max * 0.9);
+  }
+
+  document.addEventListener("input", (event) => {
+    if (event.target === area()) count();
+  });
+  document.addEventListener("keydown", (event) => {
+    const textarea = area();
+    if (event.target !== textarea || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    event.preventDefault();
+    if (textarea.value.trim()) textarea.form.requestSubmit();
+  });
+  document.addEventListener("DOMContentLoaded", count);
+  document.addEventListener("htmx:afterSwap", count);
+})();
