@@ -37,11 +37,14 @@ def test_the_embedded_default_chats_and_explains_without_postgres_or_redis(
         "NLAWEB_DATA_DIR": str(tmp_path / "data"),  # absent, as in a fresh checkout
         "NLA_SOURCES_FILE": str(sources_file),
         "REPLY_MAX_NEW_TOKENS": "6",
-        "DEBUG": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop("DEBUG", None)  # the quick start's mode: DEBUG off, its own secret key
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=120)
+    subprocess.run(  # as scripts/run does: DEBUG off serves the hashed, collected static files
+        [*manage, "collectstatic", "--no-input", "-v0"], cwd=REPO, env=env, check=True, timeout=120
+    )
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
@@ -85,6 +88,12 @@ def test_the_embedded_default_chats_and_explains_without_postgres_or_redis(
             -3000:
         ]
         assert "explanation.progress" in {f["type"] for f in frames}
+        # A stranger (another browser) gets the app's own 404, never Django's debug page.
+        stranger = requests.get(f"{base}/c/{conversation_id}/")
+        assert stranger.status_code == 404
+        assert "conversations are private to their owner" in stranger.text
+        assert "URLconf" not in stranger.text and "Traceback" not in stranger.text
+        assert requests.get(base + "/favicon.ico", allow_redirects=True).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=15)

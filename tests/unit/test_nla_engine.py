@@ -370,3 +370,26 @@ def test_a_capture_caches_every_position_it_ran_so_an_earlier_token_needs_no_for
     assert torch.equal(again[2], first[0])
     reference = fresh.target.capture(ids, fresh.layer)
     assert torch.allclose(again[:2], reference[[3, 7]], atol=1e-6)
+
+
+def test_a_reply_is_truncated_only_when_the_token_limit_ends_it(engine):
+    from workers.nla.decode import DecodeSpec, generate
+    from workers.nla.target import REPLY_REPETITION_PENALTY, _template_ids
+
+    turns = [ChatTurn("user", "My cat loves to sleep")]
+    tokenizer = engine.target.tokenizer
+    prompt = torch.tensor([_template_ids(tokenizer, turns, True)])
+    spec = DecodeSpec(max_new_tokens=4, repetition_penalty=REPLY_REPETITION_PENALTY)
+    (greedy,) = generate(engine.target.model, tokenizer, spec, input_ids=prompt)
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=4)
+    unused = next(i for i in range(len(tokenizer)) if i not in greedy.token_ids)
+    eos = tokenizer.eos_token_id
+    try:
+        tokenizer.eos_token_id = unused  # nothing ends it but the limit
+        assert engine.reply(turns, settings, lambda text: None).truncated
+        tokenizer.eos_token_id = greedy.token_ids[1]  # the model's 2nd token ends it
+        ended = engine.reply(turns, settings, lambda text: None)
+    finally:
+        tokenizer.eos_token_id = eos
+    assert not ended.truncated
+    assert ended.text == tokenizer.decode(greedy.token_ids[:1], skip_special_tokens=True).strip()
