@@ -169,14 +169,16 @@
     syncUrl(sections.map((s) => s.dataset.explanationId));
   }
 
+  // Written by hand rather than with URLSearchParams, so the ids' commas stay readable in the link.
   function syncUrl(openIds) {
-    const url = new URL(location.href);
-    if (openIds.length) url.searchParams.set("open", openIds.join(","));
-    else url.searchParams.delete("open");
     const toggle = document.querySelector('[data-role="show-template"]');
-    if (toggle && toggle.checked) url.searchParams.set("tpl", "1");
-    else url.searchParams.delete("tpl");
-    if (url.href !== location.href) history.replaceState(history.state, "", url);
+    const parts = [];
+    if (openIds.length) parts.push(`open=${openIds.join(",")}`);
+    if (toggle && toggle.checked) parts.push("tpl=1");
+    const target = location.pathname + (parts.length ? `?${parts.join("&")}` : "") + location.hash;
+    if (target !== location.pathname + location.search + location.hash) {
+      history.replaceState(history.state, "", target);
+    }
   }
 
   function applyHeldStates() {
