@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import path
 
+from nlaweb.chat import edit_views as edits
 from nlaweb.chat import views as chat
 from nlaweb.explanations import views as explanations
 from nlaweb.sources_admin import sources_page
@@ -24,6 +25,19 @@ urlpatterns = [
     path("c/new", chat.new_conversation, name="new_conversation"),
     path("c/<uuid:conversation_id>/", chat.conversation, name="conversation"),
     path("c/<uuid:conversation_id>/send", chat.send, name="send"),
+    path("c/<uuid:conversation_id>/branch", edits.switch_branch, name="switch_branch"),
+    path("c/<uuid:conversation_id>/m/<uuid:message_id>/edit", edits.editor, name="editor"),
+    path("c/<uuid:conversation_id>/m/<uuid:message_id>/save", edits.save_edit, name="save_edit"),
+    path(
+        "c/<uuid:conversation_id>/m/<uuid:message_id>/regenerate",
+        edits.regenerate,
+        name="regenerate",
+    ),
+    path(
+        "c/<uuid:conversation_id>/m/<uuid:message_id>/continue",
+        edits.continue_reply,
+        name="continue_reply",
+    ),
     path(
         "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/explain",
         explanations.explain,

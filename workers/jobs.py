@@ -120,13 +120,12 @@ def _save_snapshot(
 def run_reply(
     store: Store, message_id: str, max_new_tokens: int, engine_for: EngineFor = registry_engine
 ) -> None:
-    """Generate the assistant reply for a placeholder message, streaming deltas; then tokenize."""
-    from workers.nla.types import GenerationSettings
-
+    """Write the assistant message of a placeholder (generate it, continue it, or take the text the
+    person edited in), streaming deltas; then tokenize the path to it."""
     job = store.reply_job(message_id)
     if job is None:
         return
-    text = ""
+    text = job.content  # a failure keeps what the person wrote (edited, continued turns)
     try:
         engine = engine_for(job.source_id)
         user_leaf = job.history[-1]
@@ -142,8 +141,7 @@ def run_reply(
             text = so_far
             throttle(0, so_far)
 
-        settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens)
-        reply = engine.reply(_turns(job.history), settings, on_text)
+        reply = _write(engine, job, max_new_tokens, on_text)
         text = reply.text
         throttle.flush()
         store.finish_reply(message_id, text, truncated=reply.truncated)
@@ -157,6 +155,20 @@ def run_reply(
         reason = readable(error, "writing the reply")
         store.fail_reply(message_id, text, reason)
         store.publish(job.conversation_id, ChatFailed(message_id=message_id, error=reason))
+
+
+def _write(engine: Any, job: Any, max_new_tokens: int, on_text: Callable[[str], None]) -> Any:
+    """The message's final text: the person's own for an edited turn, else generated (after the
+    message's current text when it is continued)."""
+    from workers.nla.types import GenerationSettings, Reply
+
+    if job.origin == "edited":
+        return Reply(job.content, truncated=False)
+    settings = GenerationSettings(
+        temperature=job.temperature, max_new_tokens=max_new_tokens, seed=job.seed
+    )
+    prefix = job.content if job.origin == "continued" else ""
+    return engine.reply(_turns(job.history), settings, on_text, prefix=prefix)
 
 
 class _Progress:

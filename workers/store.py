@@ -31,7 +31,13 @@ class ReplyJob:
     conversation_id: str
     message_id: str
     source_id: str
-    history: list[Turn]  # root → the user message being answered
+    history: list[Turn]  # root → the message being answered
+    #: How the message gets its text: "written"/"regenerated" (generated), "edited" (its `content`
+    #: as the person wrote it, only tokenized), "continued" (generated after `content`).
+    origin: str = "written"
+    content: str = ""
+    temperature: float = 0.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,14 @@ class DjangoStore:
         path = message.path()[:-1]
         history = [Turn(str(m.id), m.role, m.content) for m in path]
         return ReplyJob(
-            str(message.conversation_id), message_id, message.conversation.source_id, history
+            str(message.conversation_id),
+            message_id,
+            message.conversation.source_id,
+            history,
+            origin=message.origin,
+            content=message.content,
+            temperature=message.temperature,
+            seed=message.seed,
         )
 
     def save_snapshot(

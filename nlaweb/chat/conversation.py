@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
 from nlaweb.chat.models import Conversation, Message, Snapshot
 from nlaweb.chat.tokens import Token, message_tokens, template_tokens
@@ -25,10 +27,13 @@ class ReplyInProgress(Exception):
 
 
 @transaction.atomic
-def send_message(conversation: Conversation, content: str) -> Message:
-    """Append a user message and an assistant placeholder, and enqueue the reply. Returns the placeholder."""
+def send_message(conversation: Conversation, content: str, after: str | None = None) -> Message:
+    """Append a user message and an assistant placeholder after the message `after` (the leaf the
+    page shows; default the head), and enqueue the reply. Returns the placeholder, the new head."""
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     head = conversation.head
+    if after:
+        head = Message.objects.filter(pk=after, conversation=conversation).first() or head
     if head is not None and head.status == Message.Status.GENERATING:
         raise ReplyInProgress(
             "Wait for the current reply to finish before sending another message."
@@ -75,10 +80,22 @@ class Chip:
 
 
 @dataclass(frozen=True)
+class Branches:
+    """Where a message sits among its alternatives (edits, regenerations) at its place in the tree."""
+
+    index: int  # 1-based
+    count: int
+    previous: Message | None
+    next: Message | None
+
+
+@dataclass(frozen=True)
 class RenderedMessage:
     message: Message
     chips: list[Chip] | None  # None: not tokenized yet (show the plain text)
     number: int  # 1-based place on the path
+    branches: Branches
+    is_last: bool
 
     @property
     def has_content_chips(self) -> bool:
@@ -94,18 +111,60 @@ class ThreadView:
     tail_chips: list[Chip]  # template tokens after the last message (a generation prompt)
 
     @property
+    def leaf(self) -> Message | None:
+        return self.messages[-1].message if self.messages else None
+
+    @property
     def generating(self) -> Message | None:
         last = self.messages[-1].message if self.messages else None
         return last if last and last.status == Message.Status.GENERATING else None
 
 
-def thread_view(conversation: Conversation) -> ThreadView:
-    """The head path with token chips from the deepest snapshot on it, each chip knowing whether
-    (and how well) it was explained."""
-    path = conversation.path()
+def shown_leaf(conversation: Conversation, leaf_id: str | None) -> Message | None:
+    """The message a page asks to show the path to (`?at=`), if it is of this conversation; else
+    the head. Showing never moves the head: only edits and branch switches do."""
+    if leaf_id:
+        try:
+            found = Message.objects.filter(pk=leaf_id, conversation=conversation).first()
+        except ValidationError:  # not an id at all: the head, as for an unknown one
+            found = None
+        if found is not None:
+            return found
+    return conversation.head
+
+
+def _branches(path: list[Message]) -> list[Branches]:
+    """Each path message's place among its siblings, from one query."""
+    if not path:
+        return []
+    parents = {m.parent_id for m in path}
+    conversation_id = path[0].conversation_id
+    by_parent: dict[object, list[Message]] = {}
+    rows = Message.objects.filter(conversation_id=conversation_id).order_by("created_at", "id")
+    for m in rows.filter(Q(parent_id__in=[p for p in parents if p]) | Q(parent__isnull=True)):
+        by_parent.setdefault(m.parent_id, []).append(m)
+    result = []
+    for message in path:
+        siblings = by_parent.get(message.parent_id, [message])
+        i = next((k for k, s in enumerate(siblings) if s.pk == message.pk), 0)
+        before = siblings[i - 1] if i > 0 else None
+        after = siblings[i + 1] if i + 1 < len(siblings) else None
+        result.append(Branches(i + 1, len(siblings), before, after))
+    return result
+
+
+def thread_view(conversation: Conversation, leaf: Message | None = None) -> ThreadView:
+    """The path to `leaf` (default the head) with token chips from the deepest snapshot on it, each
+    chip knowing whether (and how well) it was explained, each message its alternatives."""
+    leaf = leaf or conversation.head
+    path = leaf.path() if leaf else []
+    branches = _branches(path)
     snapshot = _deepest_snapshot(path)
+    last = len(path)
     if snapshot is None:
-        rendered = [RenderedMessage(m, None, i + 1) for i, m in enumerate(path)]
+        rendered = [
+            RenderedMessage(m, None, i + 1, branches[i], i + 1 == last) for i, m in enumerate(path)
+        ]
         return ThreadView(conversation, None, rendered, [], [])
     explained = explained_rows(snapshot)
     ids, texts = snapshot.token_ids, snapshot.token_texts
@@ -125,7 +184,15 @@ def thread_view(conversation: Conversation) -> ThreadView:
             if span
             else None
         )
-        rendered.append(RenderedMessage(message, chips(tokens) if tokens else None, number))
+        rendered.append(
+            RenderedMessage(
+                message,
+                chips(tokens) if tokens else None,
+                number,
+                branches[number - 1],
+                number == last,
+            )
+        )
     starts = [s["start"] for s in snapshot.spans if s["message_id"]] or [0]
     ends = [s["end"] for s in snapshot.spans if s["message_id"]] or [0]
     lead = chips(template_tokens(ids, texts, 0, min(starts)))

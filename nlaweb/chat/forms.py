@@ -26,3 +26,21 @@ class MessageForm(forms.Form):
                 f"This message has {len(content)} characters; the limit is {limit}. Shorten it and send again."
             )
         return content
+
+
+class RegenerateForm(forms.Form):
+    temperature = forms.FloatField(
+        min_value=0.0,
+        max_value=2.0,
+        initial=0.7,
+        error_messages={"invalid": "Temperature must be a number between 0 and 2."},
+    )
+    seed = forms.IntegerField(
+        min_value=0,
+        max_value=2**31 - 1,
+        error_messages={"invalid": "The seed must be a whole number."},
+    )
+
+
+class BranchForm(forms.Form):
+    to = forms.UUIDField(error_messages={"invalid": "Pick one of the message's alternatives."})

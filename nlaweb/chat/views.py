@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from nlaweb.chat.conversation import ReplyInProgress, send_message, start_conversation, thread_view
+from nlaweb.chat.conversation import (
+    ReplyInProgress,
+    send_message,
+    shown_leaf,
+    start_conversation,
+    thread_view,
+)
+from nlaweb.chat.edit import MAX_SEED
 from nlaweb.chat.forms import MessageForm
 from nlaweb.chat.models import Conversation
 from nlaweb.chat.starters import starters_for
@@ -34,14 +43,21 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
 
 
 def _context(
-    request: HttpRequest, conversation: Conversation, form: MessageForm | None = None
+    request: HttpRequest,
+    conversation: Conversation,
+    form: MessageForm | None = None,
+    error: str = "",
 ) -> dict[str, object]:
-    """The page's context; the URL's `open` and `tpl` say which explanations are open and whether
-    template tokens show, so a reload or a copied link shows the same page."""
+    """The page's context; the URL's `at`, `open` and `tpl` say which branch shows, which
+    explanations are open and whether template tokens show, so a reload or a copied link shows
+    the same page. After a POST the branch is the conversation's (new) head."""
     source = get_source(conversation.source_id)
     panel = panel_context(opened(conversation, request.GET.get("open", "")))
+    at = request.GET.get("at") if request.method == "GET" else None
     return {
-        "view": thread_view(conversation),
+        "view": thread_view(conversation, shown_leaf(conversation, at)),
+        "chat_error": error,
+        "seed": secrets.randbelow(MAX_SEED),
         "form": form or MessageForm(),
         "source": source,
         "figures": build_figures(conversation.source_id) if source else {},
@@ -70,7 +86,7 @@ def send(request: HttpRequest, conversation_id: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if form.is_valid():
         try:
-            send_message(conv, form.cleaned_data["content"])
+            send_message(conv, form.cleaned_data["content"], after=request.POST.get("after"))
             form = MessageForm()
         except ReplyInProgress as exc:
             form.add_error("content", str(exc))

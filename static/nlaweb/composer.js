@@ -16,11 +16,24 @@
   document.addEventListener("input", (event) => {
     if (event.target === area()) count();
   });
+  // The composer and the in-place editor of a message: Enter sends or saves, Shift+Enter adds a
+  // line, Escape cancels an edit (the thread is read again, unchanged).
   document.addEventListener("keydown", (event) => {
-    const textarea = area();
-    if (event.target !== textarea || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    const textarea = event.target;
+    const editing = textarea.matches?.('[data-role="edit-text"]');
+    if (textarea !== area() && !editing) return;
+    if (editing && event.key === "Escape") {
+      event.preventDefault();
+      window.nlawebRefreshThread();
+      return;
+    }
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
     if (textarea.value.trim()) textarea.form.requestSubmit();
+  });
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest?.('[data-role="cancel-edit"]')) return;
+    window.nlawebRefreshThread();
   });
   document.addEventListener("DOMContentLoaded", count);
   document.addEventListener("htmx:afterSwap", count);

@@ -32,11 +32,14 @@
     htmx.ajax("GET", el.dataset.panelUrl, { source: el, target: el, swap: "outerHTML" });
   }
 
+  // The thread of the branch on screen (its leaf), never whatever another tab made the head.
   function refreshThread() {
     const thread = document.getElementById("thread");
     if (!thread) return;
-    htmx.ajax("GET", root.dataset.threadUrl, { source: thread, target: thread, swap: "outerHTML" });
+    const at = thread.dataset.leaf ? `?at=${thread.dataset.leaf}` : "";
+    htmx.ajax("GET", root.dataset.threadUrl + at, { source: thread, target: thread, swap: "outerHTML" });
   }
+  window.nlawebRefreshThread = () => refreshThread();
 
   const isUnfinished = (el) => el.dataset.status === "queued" || el.dataset.status === "running";
 
@@ -172,7 +175,8 @@
   // Written by hand rather than with URLSearchParams, so the ids' commas stay readable in the link.
   function syncUrl(openIds) {
     const toggle = document.querySelector('[data-role="show-template"]');
-    const parts = [];
+    const thread = document.getElementById("thread");
+    const parts = thread && thread.dataset.leaf ? [`at=${thread.dataset.leaf}`] : [];
     if (openIds.length) parts.push(`open=${openIds.join(",")}`);
     if (toggle && toggle.checked) parts.push("tpl=1");
     const target = location.pathname + (parts.length ? `?${parts.join("&")}` : "") + location.hash;

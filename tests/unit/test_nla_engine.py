@@ -393,3 +393,31 @@ def test_a_reply_is_truncated_only_when_the_token_limit_ends_it(engine):
         tokenizer.eos_token_id = eos
     assert not ended.truncated
     assert ended.text == tokenizer.decode(greedy.token_ids[:1], skip_special_tokens=True).strip()
+
+
+def test_a_continued_reply_starts_with_its_text_and_the_model_writes_on_from_it(engine):
+    from workers.nla.decode import DecodeSpec, generate
+    from workers.nla.target import REPLY_REPETITION_PENALTY, _template_ids
+
+    turns = [ChatTurn("user", "My cat loves to sleep")]
+    tokenizer = engine.target.tokenizer
+    open_turn = _template_ids(
+        tokenizer, [*turns, ChatTurn("assistant", "A cat")], True, open_last=True
+    )
+    closed = engine.tokenize([*turns, ChatTurn("assistant", "A cat")]).token_ids
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert closed[: len(open_turn)] == open_turn and open_turn[-1] != end  # the turn is left open
+    streamed: list[str] = []
+    reply = engine.reply(
+        turns,
+        GenerationSettings(temperature=0.0, max_new_tokens=5),
+        streamed.append,
+        prefix="A cat",
+    )
+    spec = DecodeSpec(max_new_tokens=5, repetition_penalty=REPLY_REPETITION_PENALTY,
+                      end_ids=frozenset([tokenizer.eos_token_id]))  # fmt: skip
+    (expected,) = generate(
+        engine.target.model, tokenizer, spec, input_ids=torch.tensor([open_turn])
+    )
+    assert reply.text == ("A cat" + expected.text).rstrip()
+    assert all(text.startswith("A cat") for text in streamed)

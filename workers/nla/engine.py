@@ -106,9 +106,12 @@ class NlaEngine:
         turns: Sequence[ChatTurn],
         settings: GenerationSettings,
         on_text: Callable[[str], None],
+        *,
+        prefix: str = "",
     ) -> Reply:
+        """The next assistant message (or the continuation of `prefix`, its start)."""
         with out_of_memory_as_error("writing the reply"):
-            return self.target.reply(turns, settings, DEFAULT_REPLY_TOKENS, on_text)
+            return self.target.reply(turns, settings, DEFAULT_REPLY_TOKENS, on_text, prefix=prefix)
 
     def capture(self, token_ids: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         """`[P, d]` float32 activations at `positions`, from the cache or one forward pass that

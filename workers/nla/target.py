@@ -25,13 +25,17 @@ from workers.nla.types import (
 REPLY_REPETITION_PENALTY = 1.2
 
 
-def _template_ids(tokenizer: Any, turns: Sequence[ChatTurn], generation_prompt: bool) -> list[int]:
-    """The chat template applied and tokenized in one step (no second BOS)."""
+def _template_ids(
+    tokenizer: Any, turns: Sequence[ChatTurn], generation_prompt: bool, *, open_last: bool = False
+) -> list[int]:
+    """The chat template applied and tokenized in one step (no second BOS). `open_last` leaves the
+    last (assistant) turn open, without its end-of-turn tokens, for the model to continue it."""
     if not turns:
         return []
     encoded = tokenizer.apply_chat_template(
         [{"role": t.role, "content": t.content} for t in turns],
-        add_generation_prompt=generation_prompt,
+        add_generation_prompt=generation_prompt and not open_last,
+        continue_final_message=open_last,
         tokenize=True,
     )
     ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
@@ -117,9 +121,14 @@ class TargetModel:
         settings: GenerationSettings,
         max_new_tokens: int,
         on_text: Callable[[str], None],
+        *,
+        prefix: str = "",
     ) -> Reply:
-        """The assistant's next message, generated with the chat template; `on_text` streams it."""
-        ids = _template_ids(self.tokenizer, turns, True)
+        """The assistant's next message, generated with the chat template; `on_text` streams it.
+        With a `prefix`, the message starts with that text and the model continues it."""
+        if prefix:
+            turns = [*turns, ChatTurn("assistant", prefix)]
+        ids = _template_ids(self.tokenizer, turns, True, open_last=bool(prefix))
         end = getattr(self.tokenizer, "eos_token_id", None)
         spec = DecodeSpec(
             max_new_tokens=settings.max_new_tokens or max_new_tokens,
@@ -130,9 +139,14 @@ class TargetModel:
         )
         prompt = torch.tensor([ids], device=self.device)
         decoded = generate(
-            self.model, self.tokenizer, spec, input_ids=prompt, on_text=lambda _r, t: on_text(t)
+            self.model,
+            self.tokenizer,
+            spec,
+            input_ids=prompt,
+            on_text=lambda _r, t: on_text(prefix + t),
         )
-        return Reply(decoded[0].text.strip(), truncated=not decoded[0].stopped)
+        text = (prefix + decoded[0].text).rstrip() if prefix else decoded[0].text.strip()
+        return Reply(text, truncated=not decoded[0].stopped)
 
     def capture(self, token_ids: Sequence[int], layer: int) -> torch.Tensor:
         """`[T, d]` float32: the output of block `layer` at every position of `token_ids`."""
