@@ -44,6 +44,16 @@ urlpatterns = [
         name="explain",
     ),
     path("explanations/<uuid:explanation_id>/", explanations.panel, name="explanation_panel"),
+    path(
+        "explanations/<uuid:explanation_id>/compare",
+        explanations.compare_branches,
+        name="compare_branches",
+    ),
+    path(
+        "explanations/<uuid:explanation_id>/compare/<uuid:snapshot_id>",
+        explanations.compare_with,
+        name="compare_with",
+    ),
     path("healthz", healthz),
     path("favicon.ico", favicon),
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),

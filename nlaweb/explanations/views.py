@@ -8,10 +8,11 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
 from nlaweb.chat.models import Snapshot
+from nlaweb.explanations import compare
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, request_explanations
-from nlaweb.explanations.sections import panel_context
+from nlaweb.explanations.sections import panel_context, sections
 
 
 def _panel(
@@ -49,3 +50,44 @@ def panel(request: HttpRequest, explanation_id: str) -> HttpResponse:
         snapshot__conversation__owner_id=request.user.pk,
     )
     return _panel(request, [explanation], template="explanations/panel.html#sections")
+
+
+def _owned_explanation(request: HttpRequest, explanation_id: str) -> Explanation:
+    return get_object_or_404(
+        Explanation.objects.select_related("snapshot"),
+        pk=explanation_id,
+        snapshot__conversation__owner_id=request.user.pk,
+    )
+
+
+@require_GET
+def compare_branches(request: HttpRequest, explanation_id: str) -> HttpResponse:
+    """The other branches this token can be compared with."""
+    explanation = _owned_explanation(request, explanation_id)
+    context = {"e": explanation, "branches": compare.branches(explanation)}
+    return render(request, "explanations/compare.html#branches", context)
+
+
+@require_POST
+def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) -> HttpResponse:
+    """Side by side with the aligned token of another branch, or its tokens to pick one from."""
+    explanation = _owned_explanation(request, explanation_id)
+    other = get_object_or_404(
+        Snapshot, pk=snapshot_id, conversation_id=explanation.snapshot.conversation_id
+    )
+    form = ExplainForm(request.POST)
+    picked = form.cleaned_data["position"] if form.is_valid() else []
+    position = picked[0] if picked else compare.aligned_position(explanation, other)
+    if position is None:
+        context = {
+            "e": explanation,
+            "other": other,
+            "tokens": compare.pick_tokens(explanation, other),
+        }
+        return render(request, "explanations/compare.html#picker", context)
+    try:
+        theirs = compare.compared(explanation, other, position)
+    except ExplainRejected as exc:
+        return render(request, "explanations/compare.html#picker", {"error": str(exc)})
+    context = {**panel_context([theirs]), "e": explanation, "mine": sections([explanation])[0]}
+    return render(request, "explanations/compare.html#side", context)

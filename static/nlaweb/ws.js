@@ -150,7 +150,9 @@
   // The panel's finished sections tint their tokens, the open ones are outlined, a batch says how
   // many of its sections are finished, and the URL names what is open.
   function syncPage() {
-    const sections = [...document.querySelectorAll("#panel [data-explanation-id]")];
+    // Sections of another branch shown side by side (compare) are not this thread's tokens.
+    const sections = [...document.querySelectorAll("#panel [data-explanation-id]")]
+      .filter((s) => !s.closest(".compare-side"));
     const open = new Set(sections.map((s) => s.dataset.position));
     document.querySelectorAll("#thread .tok[data-position]").forEach((token) => {
       token.classList.toggle("open", open.has(token.dataset.position));
