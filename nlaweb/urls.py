@@ -45,6 +45,17 @@ urlpatterns = [
     ),
     path("explanations/<uuid:explanation_id>/", explanations.panel, name="explanation_panel"),
     path(
+        "explanations/<uuid:explanation_id>/cancel",
+        explanations.cancel_explanation,
+        name="cancel_explanation",
+    ),
+    path(
+        "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/explain-all",
+        explanations.explain_message,
+        name="explain_message",
+    ),
+    path("runs/<uuid:run_id>/cancel", explanations.cancel_run, name="cancel_run"),
+    path(
         "explanations/<uuid:explanation_id>/compare",
         explanations.compare_branches,
         name="compare_branches",

@@ -69,6 +69,20 @@ class ExplanationDone(_Frame):
     confidence: str | None
 
 
+class ExplanationQueued(_Frame):
+    type: Literal["explanation.queued"] = "explanation.queued"
+    explanation_id: str
+    place: int  # 1-based place among its source's queued rows, in the order workers take them
+
+
+class RunProgress(_Frame):
+    type: Literal["run.progress"] = "run.progress"
+    run_id: str
+    message_id: str
+    done: int
+    total: int
+
+
 class ExplanationFailed(_Frame):
     type: Literal["explanation.failed"] = "explanation.failed"
     explanation_id: str
@@ -82,7 +96,9 @@ Frame = Annotated[
     | ExplanationProgress
     | ExplanationText
     | ExplanationDone
-    | ExplanationFailed,
+    | ExplanationFailed
+    | ExplanationQueued
+    | RunProgress,
     Field(discriminator="type"),
 ]
 FRAME_ADAPTER: TypeAdapter[Frame] = TypeAdapter(Frame)
@@ -94,4 +110,6 @@ FRAME_TYPES: tuple[str, ...] = (
     "explanation.text",
     "explanation.done",
     "explanation.failed",
+    "explanation.queued",
+    "run.progress",
 )

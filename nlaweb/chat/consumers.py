@@ -46,3 +46,4 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     chat_delta = chat_done = chat_failed = forward
     explanation_progress = explanation_text = explanation_done = explanation_failed = forward
+    explanation_queued = run_progress = forward

@@ -47,13 +47,14 @@ def _context(
     conversation: Conversation,
     form: MessageForm | None = None,
     error: str = "",
+    at: str | None = None,
 ) -> dict[str, object]:
     """The page's context; the URL's `at`, `open` and `tpl` say which branch shows, which
     explanations are open and whether template tokens show, so a reload or a copied link shows
     the same page. After a POST the branch is the conversation's (new) head."""
     source = get_source(conversation.source_id)
     panel = panel_context(opened(conversation, request.GET.get("open", "")))
-    at = request.GET.get("at") if request.method == "GET" else None
+    at = at or (request.GET.get("at") if request.method == "GET" else None)
     return {
         "view": thread_view(conversation, shown_leaf(conversation, at)),
         "chat_error": error,

@@ -27,6 +27,7 @@ class Explanation(models.Model):
         RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
+        CANCELLED = "cancelled"  # by its person: never started, or its result is discarded
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     snapshot = models.ForeignKey(
@@ -93,4 +94,25 @@ class Explanation(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED)
+        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+
+
+class ExplainRun(models.Model):
+    """ "Explain this whole message": its tokens, fed to the queue in requests of at most 16 as the
+    person's earlier rows finish (so it never hits their cap on rows in flight)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    snapshot = models.ForeignKey("chat.Snapshot", on_delete=models.CASCADE, related_name="runs")
+    message = models.ForeignKey("chat.Message", on_delete=models.CASCADE, related_name="runs")
+    positions = models.JSONField()
+    #: How many of `positions` were requested so far.
+    fed = models.PositiveIntegerField(default=0)
+    cancelled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Explain run of {len(self.positions)} tokens ({self.fed} fed)"
+
+    @property
+    def feeding(self) -> bool:
+        return not self.cancelled and self.fed < len(self.positions)

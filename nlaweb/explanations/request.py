@@ -20,6 +20,8 @@ from workers.contracts import TASK_EXPLAIN
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 DEFAULT_TEMPERATURE = 0.0
+#: A row in these states is explained again when it is asked for again.
+RETRIED = (Explanation.Status.FAILED, Explanation.Status.CANCELLED)
 
 
 class ExplainRejected(Exception):
@@ -102,7 +104,7 @@ def request_explanations(
                 row, created = _create(fields, settings)
                 if created:
                     pending.append(row)
-            elif row.status == Explanation.Status.FAILED or row.is_abandoned:
+            elif row.status in RETRIED or row.is_abandoned:
                 _reset(row)
                 pending.append(row)
             rows.append(row)
@@ -144,7 +146,7 @@ def explained_rows(
         source_id=snapshot.source_id,
         settings_key=settings.key(),
         prefix_hash__in=hashes,
-    ).exclude(status=Explanation.Status.FAILED)
+    ).exclude(status__in=RETRIED)
     by_position: dict[int, Explanation] = {}
     for row in rows.order_by("created_at"):
         position = position_of[row.prefix_hash]

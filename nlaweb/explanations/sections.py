@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.chat.tokens import InContext, content_range, in_context
 from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.runs import ordinal, queue_places
 from nlaweb.sources import build_figures, get_source
 from workers.contracts import STAGES
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
@@ -28,6 +29,7 @@ class Section:
     quote: InContext | None
     where: str  # "assistant reply · message 2", "chat template"
     template: bool  # the token is chat-template text, not a word of a message
+    place: str = ""  # "3rd in line" while it waits in its source's queue
 
 
 def section(explanation: Explanation) -> Section:
@@ -64,7 +66,15 @@ def _in_message(explanation: Explanation, index: int, span: dict[str, Any], numb
 
 
 def sections(explanations: Iterable[Explanation]) -> list[Section]:
-    return [section(e) for e in explanations]
+    """The rows as the panel shows them; those that wait say their place in the queue."""
+    rows = list(explanations)
+    waiting = [e for e in rows if e.status == Explanation.Status.QUEUED]
+    places = queue_places(waiting[0].source_id) if waiting else {}
+    shown = [section(e) for e in rows]
+    return [
+        replace(s, place=f"{ordinal(places[str(s.e.pk)])} in line") if str(s.e.pk) in places else s
+        for s in shown
+    ]
 
 
 def parse_open(raw: str) -> list[uuid.UUID]:

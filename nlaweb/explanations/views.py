@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 
-from nlaweb.chat.models import Snapshot
-from nlaweb.explanations import compare
+from nlaweb.chat.models import Message, Snapshot
+from nlaweb.explanations import compare, runs
 from nlaweb.explanations.forms import ExplainForm
-from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import ExplainRejected, request_explanations
 from nlaweb.explanations.sections import panel_context, sections
 
@@ -91,3 +92,52 @@ def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) ->
         return render(request, "explanations/compare.html#picker", {"error": str(exc)})
     context = {**panel_context([theirs]), "e": explanation, "mine": sections([explanation])[0]}
     return render(request, "explanations/compare.html#side", context)
+
+
+@require_POST
+def cancel_explanation(request: HttpRequest, explanation_id: str) -> HttpResponse:
+    """Stop a waiting or running explanation; answers with its section."""
+    explanation = _owned_explanation(request, explanation_id)
+    try:
+        runs.cancel(explanation)
+    except ExplainRejected as exc:
+        return _panel(request, [], str(exc))
+    return _panel(request, [explanation], template="explanations/panel.html#sections")
+
+
+@require_POST
+def explain_message(
+    request: HttpRequest, conversation_id: str, snapshot_id: str, message_id: str
+) -> HttpResponse:
+    """Explain every word of one message in the background; answers with the thread."""
+    snapshot = get_object_or_404(
+        Snapshot,
+        pk=snapshot_id,
+        conversation_id=conversation_id,
+        conversation__owner_id=request.user.pk,
+    )
+    message = get_object_or_404(Message, pk=message_id, conversation_id=conversation_id)
+    try:
+        runs.start_run(snapshot, message)
+    except ExplainRejected as exc:
+        return HttpResponse(f'<p class="error" role="alert">{escape(str(exc))}</p>')
+    return _thread(request, snapshot)
+
+
+@require_POST
+def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
+    run = get_object_or_404(
+        ExplainRun.objects.select_related("snapshot"),
+        pk=run_id,
+        snapshot__conversation__owner_id=request.user.pk,
+    )
+    runs.cancel_run(run)
+    return _thread(request, run.snapshot)
+
+
+def _thread(request: HttpRequest, snapshot: Snapshot) -> HttpResponse:
+    """The thread of the branch the snapshot ends, as the conversation page renders it."""
+    from nlaweb.chat.views import _context
+
+    context = _context(request, snapshot.conversation, at=str(snapshot.leaf_id))
+    return render(request, "chat/conversation.html#thread", context)

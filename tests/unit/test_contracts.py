@@ -26,6 +26,8 @@ PINNED = {
         "confidence",
     },
     "explanation.failed": {"type", "explanation_id", "error"},
+    "explanation.queued": {"type", "explanation_id", "place"},
+    "run.progress": {"type", "run_id", "message_id", "done", "total"},
 }
 
 SAMPLES = {
@@ -44,6 +46,8 @@ SAMPLES = {
         "confidence": "low",
     },
     "explanation.failed": {"explanation_id": "e", "error": "e"},
+    "explanation.queued": {"explanation_id": "e", "place": 3},
+    "run.progress": {"run_id": "r", "message_id": "m", "done": 4, "total": 16},
 }
 
 
