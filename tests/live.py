@@ -36,6 +36,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """A redis-server of this test's own on a free loopback port (no persistence); yields its URL.
+    A broker no other test run shares: its worker is the only one that can take the test's jobs."""
+    import redis
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    log = (directory / "redis.log").open("wb")
+    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    server = subprocess.Popen(
+        [*args, "--appendonly", "no", "--dir", str(directory)], stdout=log, stderr=log
+    )
+
+    def answers() -> bool:
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return server.poll() is not None
+
+    try:
+        wait_until(answers, 30, "redis-server to answer")
+        assert server.poll() is None, (directory / "redis.log").read_text(errors="replace")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
 def write_sources_file(path: Path, sources: list[object]) -> Path:
     lines = []
     for s in sources:
