@@ -18,6 +18,11 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+#: Bounds on waiting, far above what a loaded 2-core machine needs: they end a hung run, they do not
+#: time a healthy one. A process to be ready (it imports Django, Celery, daphne):
+START_S = 120
+#: A worker's first job, which imports torch and transformers and loads the models, to be heard of.
+FIRST_JOB_S = 240
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -160,11 +165,11 @@ def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
             lambda: (
                 " ready." in worker_log.read_text(errors="replace") or worker.poll() is not None
             ),
-            60,
+            START_S,
             "the Celery worker to be ready",
         )
         assert worker.poll() is None, stack.logs()
-        wait_until(lambda: _healthy(stack.base_url) or server.poll() is not None, 60, "daphne")
+        wait_until(lambda: _healthy(stack.base_url) or server.poll() is not None, START_S, "daphne")
         assert server.poll() is None, stack.logs()
         yield stack
     finally:

@@ -15,7 +15,7 @@ from nlaweb.chat.conversation import send_message, start_conversation
 from nlaweb.chat.models import Message, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import request_explanation
-from tests.live import wait_until
+from tests.live import FIRST_JOB_S, wait_until
 from tests.personas import make_persona
 from workers.contracts import FRAME_ADAPTER
 
@@ -36,7 +36,7 @@ def _socket(stack, conversation_id, cookie: str, origin: str | None = None):
     )
 
 
-def _frames_until(ws, final_types: set[str], timeout: float = 60) -> list[dict[str, Any]]:
+def _frames_until(ws, final_types: set[str], timeout: float = FIRST_JOB_S) -> list[dict[str, Any]]:
     frames = []
     while True:
         frame = json.loads(ws.recv(timeout=timeout))
@@ -102,7 +102,7 @@ def test_a_job_for_a_source_no_worker_serves_fails_with_a_sentence_and_loses_not
     explanation = request_explanation(retired, 3)
     wait_until(
         lambda: Explanation.objects.get(pk=explanation.pk).status == "failed",
-        60,
+        FIRST_JOB_S,
         "the explanation to fail",
     )
     explanation.refresh_from_db()
