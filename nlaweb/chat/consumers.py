@@ -3,6 +3,7 @@ handlers validate the frame against its typed contract and send it on."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -12,6 +13,12 @@ from nlaweb.chat.models import Conversation
 from workers.contracts import FRAME_ADAPTER, conversation_group
 
 CLOSE_FORBIDDEN = 4403
+#: Close codes (RFC 6455 §7.4.1) for frames a browser of this page never sends; no traceback, no 1011.
+CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame
+CLOSE_POLICY_VIOLATION = 1008  # text that is not JSON
+CLOSE_TOO_BIG = 1009
+#: Longest text frame accepted from a browser (daphne itself refuses messages over 1 MiB).
+MAX_INCOMING_FRAME_CHARS = 4096
 
 
 @database_sync_to_async
@@ -37,8 +44,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """Browsers only listen here; clicks go through CSRF-protected forms."""
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Browsers only listen here; clicks go through CSRF-protected forms. A JSON text frame is
+        ignored; anything else closes the socket with the code that says why."""
+        if text_data is None:
+            await self.close(code=CLOSE_UNSUPPORTED_DATA)
+        elif len(text_data) > MAX_INCOMING_FRAME_CHARS:
+            await self.close(code=CLOSE_TOO_BIG)
+        elif not _is_json(text_data):
+            await self.close(code=CLOSE_POLICY_VIOLATION)
 
     async def forward(self, event: dict[str, Any]) -> None:
         frame = FRAME_ADAPTER.validate_python(event)
@@ -46,3 +62,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     chat_delta = chat_done = chat_failed = forward
     explanation_progress = explanation_text = explanation_done = explanation_failed = forward
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
