@@ -12,11 +12,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from nlaweb.chat.models import Conversation
 from workers.contracts import FRAME_ADAPTER, conversation_group
 
+#: Close codes are 4000 + the HTTP status that says the same thing. RFC 6455's own codes for these
+#: cases (1003 unsupported data, 1008 policy, 1009 too big) cannot be sent from an app: daphne's
+#: autobahn refuses any code but 1000 and 3000-4999 and the socket then ends with 1011.
 CLOSE_FORBIDDEN = 4403
-#: Close codes (RFC 6455 §7.4.1) for frames a browser of this page never sends; no traceback, no 1011.
-CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame
-CLOSE_POLICY_VIOLATION = 1008  # text that is not JSON
-CLOSE_TOO_BIG = 1009
+CLOSE_NOT_JSON = 4400  # a text frame that is not JSON (RFC 6455: 1008)
+CLOSE_TOO_BIG = 4413  # a frame over MAX_INCOMING_FRAME_CHARS (RFC 6455: 1009)
+CLOSE_BINARY = 4415  # a binary frame: unsupported media type (RFC 6455: 1003)
 #: Longest text frame accepted from a browser (daphne itself refuses messages over 1 MiB).
 MAX_INCOMING_FRAME_CHARS = 4096
 
@@ -50,11 +52,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         """Browsers only listen here; clicks go through CSRF-protected forms. A JSON text frame is
         ignored; anything else closes the socket with the code that says why."""
         if text_data is None:
-            await self.close(code=CLOSE_UNSUPPORTED_DATA)
+            await self.close(code=CLOSE_BINARY)
         elif len(text_data) > MAX_INCOMING_FRAME_CHARS:
             await self.close(code=CLOSE_TOO_BIG)
         elif not _is_json(text_data):
-            await self.close(code=CLOSE_POLICY_VIOLATION)
+            await self.close(code=CLOSE_NOT_JSON)
 
     async def forward(self, event: dict[str, Any]) -> None:
         frame = FRAME_ADAPTER.validate_python(event)

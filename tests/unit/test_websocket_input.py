@@ -1,6 +1,8 @@
 """What a browser might send on the conversation websocket (through the ASGI app: origin check,
 session auth, the consumer): JSON text is ignored; a binary frame, text that is not JSON or a frame
-over the limit closes the socket with the code that says why, and nothing is logged as an error."""
+over the limit closes the socket with the code that says why, and nothing is logged as an error.
+tests/integration/test_live_stack.py sends the same through daphne, which limits the codes an app
+may send."""
 
 from __future__ import annotations
 
@@ -13,7 +15,12 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from nlaweb.asgi import application
-from nlaweb.chat.consumers import MAX_INCOMING_FRAME_CHARS
+from nlaweb.chat.consumers import (
+    CLOSE_BINARY,
+    CLOSE_NOT_JSON,
+    CLOSE_TOO_BIG,
+    MAX_INCOMING_FRAME_CHARS,
+)
 from nlaweb.chat.conversation import start_conversation
 from tests.personas import Persona
 from workers.contracts import ChatDone, conversation_group
@@ -63,12 +70,14 @@ async def _closed_with(socket: WebsocketCommunicator) -> int:
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
-        pytest.param({"bytes": b"\x00\x01binary"}, 1003, id="binary"),
-        pytest.param({"bytes": b""}, 1003, id="empty-binary"),
-        pytest.param({"text": "{not json"}, 1008, id="malformed-json"),
-        pytest.param({"text": ""}, 1008, id="empty-text"),
-        pytest.param({"text": '"' + "a" * MAX_INCOMING_FRAME_CHARS + '"'}, 1009, id="too-big-json"),
-        pytest.param({"text": "x" * (MAX_INCOMING_FRAME_CHARS + 1)}, 1009, id="too-big"),
+        pytest.param({"bytes": b"\x00\x01binary"}, CLOSE_BINARY, id="binary"),
+        pytest.param({"bytes": b""}, CLOSE_BINARY, id="empty-binary"),
+        pytest.param({"text": "{not json"}, CLOSE_NOT_JSON, id="malformed-json"),
+        pytest.param({"text": ""}, CLOSE_NOT_JSON, id="empty-text"),
+        pytest.param(
+            {"text": '"' + "a" * MAX_INCOMING_FRAME_CHARS + '"'}, CLOSE_TOO_BIG, id="too-big-json"
+        ),
+        pytest.param({"text": "x" * (MAX_INCOMING_FRAME_CHARS + 1)}, CLOSE_TOO_BIG, id="too-big"),
     ],
 )
 async def test_a_frame_the_page_never_sends_closes_the_socket_with_its_code(socket, frame, code):
@@ -84,4 +93,4 @@ async def test_a_json_frame_is_ignored_and_the_socket_keeps_its_frames_coming(so
     assert await socket.receive_json_from(timeout=ANSWER_S) == frame.model_dump()
     # The JSON frame closed nothing: the first thing out after a binary frame is its own close.
     await socket.send_to(bytes_data=b"\x00")
-    assert await _closed_with(socket) == 1003
+    assert await _closed_with(socket) == CLOSE_BINARY
