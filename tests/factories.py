@@ -15,8 +15,9 @@ def snapshot_of(
     conversation: Conversation,
     turns: Sequence[tuple[str, str, int]] = CHAT,
     source_id: str | None = None,
+    first_token: int = 100,
 ) -> Snapshot:
-    """Store `turns` as the conversation's head path and a snapshot of ids 100, 101, …"""
+    """Store `turns` as the conversation's head path and a snapshot of ids `first_token`, +1, …"""
     parent, spans, start = None, [], 0
     for role, content, count in turns:
         parent = Message.objects.create(
@@ -29,7 +30,7 @@ def snapshot_of(
     assert parent is not None
     conversation.head = parent
     conversation.save()
-    ids = list(range(100, 100 + start))
+    ids = list(range(first_token, first_token + start))
     return Snapshot.objects.create(
         conversation=conversation,
         leaf=parent,

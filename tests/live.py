@@ -18,6 +18,11 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+#: Bounds on waiting, far above what a loaded 2-core machine needs: they end a hung run, they do not
+#: time a healthy one. A process to be ready (it imports Django, Celery, daphne):
+START_S = 120
+#: A worker's first job, which imports torch and transformers and loads the models, to be heard of.
+FIRST_JOB_S = 240
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -34,6 +39,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """A redis-server of this test's own on a free loopback port (no persistence); yields its URL.
+    A broker no other test run shares: its worker is the only one that can take the test's jobs."""
+    import redis
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    log = (directory / "redis.log").open("wb")
+    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    server = subprocess.Popen(
+        [*args, "--appendonly", "no", "--dir", str(directory)], stdout=log, stderr=log
+    )
+
+    def answers() -> bool:
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return server.poll() is not None
+
+    try:
+        wait_until(answers, 30, "redis-server to answer")
+        assert server.poll() is None, (directory / "redis.log").read_text(errors="replace")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
 
 
 def write_sources_file(path: Path, sources: list[object]) -> Path:
@@ -131,11 +165,11 @@ def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
             lambda: (
                 " ready." in worker_log.read_text(errors="replace") or worker.poll() is not None
             ),
-            60,
+            START_S,
             "the Celery worker to be ready",
         )
         assert worker.poll() is None, stack.logs()
-        wait_until(lambda: _healthy(stack.base_url) or server.poll() is not None, 60, "daphne")
+        wait_until(lambda: _healthy(stack.base_url) or server.poll() is not None, START_S, "daphne")
         assert server.poll() is None, stack.logs()
         yield stack
     finally:

@@ -21,7 +21,7 @@ from workers.contracts import (
     ExplanationProgress,
     ExplanationText,
 )
-from workers.nla.errors import NlaError
+from workers.nla.errors import NlaError, is_time_limit
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ class Store(Protocol):
 
 
 def readable(error: BaseException, doing: str) -> str:
-    """One sentence for the user; stack traces go to the log only."""
+    """One sentence for the user; stack traces go to the log only. A time limit reads as one
+    wherever it fired, even inside an error that wrapped it."""
+    if is_time_limit(error):
+        return f"The worker gave up on {doing} after its time limit; try fewer tokens or a shorter conversation."
     if isinstance(error, NlaError):
         return error.message
-    if type(error).__name__ in {"SoftTimeLimitExceeded", "TimeLimitExceeded"}:
-        return f"The worker gave up on {doing} after its time limit; try fewer tokens or a shorter conversation."
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return f"The worker ran out of memory while {doing}; try a shorter conversation."
     return f"The worker failed while {doing} ({type(error).__name__}); the details are in its log."

@@ -15,7 +15,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from tests.live import REPO, free_port, wait_until
+from tests.live import FIRST_JOB_S, REPO, START_S, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # only for the tiny-source fixture's settings
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # only for the tiny-source
 def _frames_until(ws, final: set[str]) -> list[dict]:
     frames = []
     while True:
-        frames.append(json.loads(ws.recv(timeout=90)))
+        frames.append(json.loads(ws.recv(timeout=FIRST_JOB_S)))
         if frames[-1]["type"] in final:
             return frames
 
@@ -61,7 +61,7 @@ def test_the_embedded_default_chats_and_explains_without_postgres_or_redis(
                 "Listening on TCP" in (tmp_path / "serve.log").read_text()
                 or server.poll() is not None
             ),
-            60,
+            START_S,
             "manage.py serve",
         )
         assert server.poll() is None, (tmp_path / "serve.log").read_text()

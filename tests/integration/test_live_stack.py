@@ -8,14 +8,20 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from nlaweb.chat.consumers import (
+    CLOSE_BINARY,
+    CLOSE_NOT_JSON,
+    CLOSE_TOO_BIG,
+    MAX_INCOMING_FRAME_CHARS,
+)
 from nlaweb.chat.conversation import send_message, start_conversation
 from nlaweb.chat.models import Message, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import request_explanation
-from tests.live import wait_until
+from tests.live import FIRST_JOB_S, START_S, wait_until
 from tests.personas import make_persona
 from workers.contracts import FRAME_ADAPTER
 
@@ -36,7 +42,7 @@ def _socket(stack, conversation_id, cookie: str, origin: str | None = None):
     )
 
 
-def _frames_until(ws, final_types: set[str], timeout: float = 60) -> list[dict[str, Any]]:
+def _frames_until(ws, final_types: set[str], timeout: float = FIRST_JOB_S) -> list[dict[str, Any]]:
     frames = []
     while True:
         frame = json.loads(ws.recv(timeout=timeout))
@@ -102,7 +108,7 @@ def test_a_job_for_a_source_no_worker_serves_fails_with_a_sentence_and_loses_not
     explanation = request_explanation(retired, 3)
     wait_until(
         lambda: Explanation.objects.get(pk=explanation.pk).status == "failed",
-        60,
+        FIRST_JOB_S,
         "the explanation to fail",
     )
     explanation.refresh_from_db()
@@ -125,3 +131,25 @@ def test_the_websocket_refuses_someone_elses_conversation(stack):
     with pytest.raises(InvalidStatus) as refused:
         _socket(stack, conversation.id, _session_cookie(stranger.user))
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param(b"\x00\x01", CLOSE_BINARY, id="binary"),
+        pytest.param("{not json", CLOSE_NOT_JSON, id="malformed-json"),
+        pytest.param("x" * (MAX_INCOMING_FRAME_CHARS + 1), CLOSE_TOO_BIG, id="too-big"),
+    ],
+)
+def test_daphne_closes_a_socket_that_sent_what_the_page_never_sends_with_the_consumers_code(
+    stack, frame, code
+):
+    persona = make_persona(f"grace-{code}")
+    conversation = start_conversation(persona.user)
+    logged = len(stack.server_log.read_text(errors="replace"))
+    with _socket(stack, conversation.id, _session_cookie(persona.user)) as ws:
+        ws.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=START_S)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code, stack.logs()
+    assert "Exception inside application" not in stack.server_log.read_text()[logged:]

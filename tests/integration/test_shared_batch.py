@@ -42,15 +42,21 @@ def _queued(name: str, source_id: str, position: int, settings: ExplainSettings)
     )
 
 
+#: A bound on waiting for frames that are already in the channel layer; never reached.
+RECEIVE_TIMEOUT_S = 30
+END_OF_FRAMES = {"type": "test.end_of_frames"}
+
+
 def _frames(layer: Any, channel: str) -> list[Any]:
+    """Every frame the channel got before this call: a marker sent now comes after all of them, so
+    reading up to it misses none, however long each read takes."""
     frames: list[Any] = []
 
     async def drain() -> None:
-        while True:
-            try:
-                event = await asyncio.wait_for(layer.receive(channel), 0.5)
-            except TimeoutError:
-                return
+        await layer.send(channel, END_OF_FRAMES)
+        while (event := await asyncio.wait_for(layer.receive(channel), RECEIVE_TIMEOUT_S)) != (
+            END_OF_FRAMES
+        ):
             frames.append(FRAME_ADAPTER.validate_python(event))
 
     async_to_sync(drain)()
@@ -59,8 +65,10 @@ def _frames(layer: Any, channel: str) -> list[Any]:
 
 def test_one_job_explains_other_users_queued_rows_of_its_source_in_the_same_batch(engine):
     source_id, default = engine.source.id, ExplainSettings()
-    alice, mine = _queued("alice", source_id, 3, default)
-    bob, theirs = _queued("bob", source_id, 8, default)
+    # Alice's position sorts after Bob's although her row comes first in the batch: pairing the
+    # engine's results with rows by sorted position would swap their tokens, texts and frames.
+    alice, mine = _queued("alice", source_id, 8, default)
+    bob, theirs = _queued("bob", source_id, 3, default)
     _, other_settings = _queued("carol", source_id, 5, ExplainSettings(temperature=0.7))
     layer = get_channel_layer()
     channels = {}
@@ -81,6 +89,7 @@ def test_one_job_explains_other_users_queued_rows_of_its_source_in_the_same_batc
     for row in (mine, theirs):
         tokens = row.snapshot.token_ids
         [alone] = engine.explain(tokens, [row.position], GenerationSettings(), NoProgress())
+        assert row.token_id == tokens[row.position]
         assert row.text == alone.text and row.mse == pytest.approx(alone.fidelity.mse, rel=1e-5)
     alice_frames = _frames(layer, channels[alice.id])
     bob_frames = _frames(layer, channels[bob.id])

@@ -4,6 +4,7 @@ and stops each row on its own stop string or end token."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import pytest
@@ -146,6 +147,55 @@ def test_a_row_stops_at_an_end_token_and_keeps_it_out_of_its_text(engine, token_
     ended, running = generate(model, tokenizer, spec, input_ids=prompts)
     assert ended.stopped and ended.token_ids == free[0].token_ids[:2]
     assert running == free[1]
+
+
+def _stop_steps(runs: list[Decoded], end_ids: frozenset[int]) -> list[int | None]:
+    """The step at which each free run generates one of `end_ids` first (None: never)."""
+    return [next((i for i, t in enumerate(r.token_ids) if t in end_ids), None) for r in runs]
+
+
+def _staggered_end_ids(runs: list[Decoded]) -> frozenset[int]:
+    """End tokens that stop at least three rows at three different steps while another row is still
+    generating after the second of those stops (found in the free runs, so fixed for these models)."""
+    candidates = sorted({t for r in runs for t in r.token_ids})
+    for size in (1, 2, 3):
+        for chosen in itertools.combinations(candidates, size):
+            steps = _stop_steps(runs, frozenset(chosen))
+            stopped = sorted({s for s in steps if s is not None})
+            later = [s for s in steps if s is None or (len(stopped) > 1 and s > stopped[1])]
+            if len(stopped) >= 3 and len([s for s in steps if s is not None]) >= 3 and later:
+                return frozenset(chosen)
+    raise AssertionError(f"no end tokens stagger these rows: {[r.token_ids for r in runs]}")
+
+
+def test_rows_that_stop_at_different_steps_each_equal_their_own_unbatched_run(engine, token_ids):
+    """After two rows have left the batch at different steps, every row still gets its own tokens,
+    its own repetition penalty and its own streamed text."""
+    model, tokenizer = engine.target.model, engine.target.tokenizer
+    prompts = [token_ids[start : start + 16] for start in (0, 4, 8, 12, 16)]
+    free_spec = DecodeSpec(max_new_tokens=10, repetition_penalty=1.3)
+    free = [generate(model, tokenizer, free_spec, input_ids=torch.tensor([p]))[0] for p in prompts]
+    spec = dataclasses.replace(free_spec, end_ids=_staggered_end_ids(free))
+
+    def run(rows: list[list[int]]) -> tuple[list[Decoded], dict[int, list[str]]]:
+        streamed: dict[int, list[str]] = {}
+        out = generate(
+            model,
+            tokenizer,
+            spec,
+            input_ids=torch.tensor(rows),
+            on_text=lambda row, text: streamed.setdefault(row, []).append(text),
+        )
+        return out, streamed
+
+    alone = [run([p]) for p in prompts]
+    steps = [len(decoded.token_ids) for [decoded], _ in alone]
+    stopped = [decoded.stopped for [decoded], _ in alone]
+    assert sum(stopped) >= 3 and len({n for n, s in zip(steps, stopped) if s}) >= 3, steps
+    batched, streamed = run(prompts)
+    for row, ([decoded], own_stream) in enumerate(alone):
+        assert batched[row] == decoded, f"row {row} (stops after {steps})"
+        assert streamed.get(row, []) == own_stream.get(0, []), f"row {row} streamed another's text"
 
 
 def test_the_verbalizer_marks_a_row_ended_by_its_stop_string_as_not_truncated(

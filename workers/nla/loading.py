@@ -3,19 +3,33 @@ loaded with the ordinary `from_pretrained` path onto the worker's device and dty
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from workers.nla.errors import ModelLoadError
+from workers.nla.errors import ModelLoadError, is_time_limit
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 #: NLA_DEVICE value that shards each model over all visible devices (accelerate's device_map).
 SHARDED = "auto"
+
+
+@contextmanager
+def load_errors(message: Callable[[Exception], str]) -> Iterator[None]:
+    """Errors of a third-party loader as ModelLoadError(message(error)); a job's time limit passes
+    through as itself, so it reads as a time limit and not as weights that could not be loaded."""
+    try:
+        yield
+    except Exception as exc:
+        if is_time_limit(exc):
+            raise
+        raise ModelLoadError(message(exc)) from exc
 
 
 def resolve_device(device: str | None) -> torch.device | None:
@@ -47,22 +61,20 @@ def resolve_checkpoint(ref: str) -> Path:
         raise ModelLoadError(f"The checkpoint '{ref}' is neither a local directory nor a hub id.")
     from huggingface_hub import snapshot_download
 
-    try:
-        return Path(snapshot_download(repo_id, revision=revision or None))
-    except Exception as exc:
-        raise ModelLoadError(
+    with load_errors(
+        lambda exc: (
             f"The checkpoint '{ref}' could not be fetched from the hub ({type(exc).__name__}); "
             "download it beforehand and point the source at the local directory."
-        ) from exc
+        )
+    ):
+        return Path(snapshot_download(repo_id, revision=revision or None))
 
 
 def load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
-    try:
+    with load_errors(lambda exc: f"The tokenizer in {path} could not be loaded: {exc}."):
         return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:
-        raise ModelLoadError(f"The tokenizer in {path} could not be loaded: {exc}.") from exc
 
 
 def load_causal_lm(path: Path, device: torch.device | None, dtype: torch.dtype) -> nn.Module:
@@ -85,11 +97,9 @@ def _load(auto: Any, path: Path, device: torch.device | None, dtype: torch.dtype
     # The AR trunk is loaded from a causal-LM directory: its unused lm_head is reported, not an error.
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        placement = {"device_map": SHARDED} if device is None else {}
+    placement = {"device_map": SHARDED} if device is None else {}
+    with load_errors(lambda exc: f"The weights in {path} could not be loaded: {exc}."):
         model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **placement)
-    except Exception as exc:
-        raise ModelLoadError(f"The weights in {path} could not be loaded: {exc}.") from exc
     # transformers fills tensors absent from the files with random values and only logs it; a
     # verbalizer or reconstructor with random blocks would explain nonsense with a straight face.
     missing = [k for k in info.get("missing_keys", []) if not k.endswith("lm_head.weight")]
