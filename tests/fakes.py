@@ -78,6 +78,8 @@ class MemoryStore:
         self.messages: dict[str, MemoryMessage] = {}
         self.saved_snapshots: dict[str, dict[str, Any]] = {}
         self.frames: dict[str, list[BaseModel]] = defaultdict(list)
+        self.queue_moves: list[str] = []  # sources whose waiting rows were told their place
+        self.finished_jobs: list[list[str]] = []
 
     # -- test setup ---------------------------------------------------------------------------
     def add_snapshot(
@@ -142,6 +144,12 @@ class MemoryStore:
             "token_texts": token_texts,
             "spans": spans,
         }
+
+    def queue_moved(self, source_id: str) -> None:
+        self.queue_moves.append(source_id)
+
+    def job_finished(self, explanation_ids: list[str]) -> None:
+        self.finished_jobs.append(list(explanation_ids))
 
     def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
         message = self.messages[message_id]

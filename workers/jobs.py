@@ -56,6 +56,8 @@ class Store(Protocol):
     def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None: ...
     def fail_explanations(self, explanation_ids: list[str], error: str) -> None: ...
     def publish(self, conversation_id: str, frame: BaseModel) -> None: ...
+    def queue_moved(self, source_id: str) -> None: ...
+    def job_finished(self, explanation_ids: list[str]) -> None: ...
 
 
 def readable(error: BaseException, doing: str) -> str:
@@ -232,12 +234,21 @@ def run_explain(
     store: Store, explanation_ids: list[str], engine_for: EngineFor = registry_engine
 ) -> None:
     """Explain the job's rows (and other queued rows of its source it could take) in one engine
-    batch; store each result and publish it to its own conversation."""
-    from workers.nla.types import GenerationSettings
-
+    batch; store each result and publish it to its own conversation. The rows still waiting hear
+    their new place in the queue; whatever waited on these rows (whole-message runs) moves on."""
     job = store.explain_job(explanation_ids)
     if job is None:
         return
+    store.queue_moved(job.source_id)
+    try:
+        _explain(store, job, engine_for)
+    finally:
+        store.job_finished(job.explanation_ids)
+
+
+def _explain(store: Store, job: Any, engine_for: EngineFor) -> None:
+    from workers.nla.types import GenerationSettings
+
     try:
         progress = _Progress(store, job)
         progress.stage("loading", 0, len(job.rows))

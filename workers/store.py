@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 from pydantic import BaseModel
 
-from workers.contracts import conversation_group
+from workers.contracts import ExplanationQueued, RunProgress, conversation_group
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 
@@ -217,7 +217,8 @@ class DjangoStore:
     def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None:
         from nlaweb.explanations.models import Explanation
 
-        Explanation.objects.filter(pk=explanation_id).update(
+        # Only a row still running: a row cancelled meanwhile keeps "cancelled" (result discarded).
+        Explanation.objects.filter(pk=explanation_id, status=Explanation.Status.RUNNING).update(
             **fields, status=Explanation.Status.DONE, stage="done", finished_at=timezone.now()
         )
 
@@ -230,6 +231,49 @@ class DjangoStore:
             error=error,
             finished_at=timezone.now(),
         )
+
+    # -- what waits on a job ----------------------------------------------------------------
+    def queue_moved(self, source_id: str) -> None:
+        """Tell every row still waiting for this source its place in line (it just moved up)."""
+        from nlaweb.explanations.models import Explanation
+        from nlaweb.explanations.runs import queue_places
+
+        places = queue_places(source_id)
+        owners = dict(
+            Explanation.objects.filter(pk__in=list(places)).values_list(
+                "pk", "snapshot__conversation_id"
+            )
+        )
+        for pk, conversation_id in owners.items():
+            frame = ExplanationQueued(explanation_id=str(pk), place=places[str(pk)])
+            self.publish(str(conversation_id), frame)
+
+    def job_finished(self, explanation_ids: list[str]) -> None:
+        """Feed the whole-message runs of the people whose rows finished, and tell the pages of
+        the runs those rows belong to how far they got."""
+        from nlaweb.chat.models import prefix_hashes
+        from nlaweb.explanations.models import ExplainRun, Explanation
+        from nlaweb.explanations.runs import feed_waiting_runs, progress
+
+        rows = list(
+            Explanation.objects.filter(pk__in=explanation_ids).values_list(
+                "prefix_hash", "snapshot__conversation_id", "snapshot__conversation__owner_id"
+            )
+        )
+        feed_waiting_runs({owner for _, _, owner in rows})
+        finished = {prefix for prefix, _, _ in rows}
+        runs = ExplainRun.objects.filter(
+            snapshot__conversation_id__in={c for _, c, _ in rows}
+        ).select_related("snapshot")
+        for run in runs:
+            hashes = prefix_hashes(run.snapshot.token_ids)
+            if finished.isdisjoint(hashes[p] for p in run.positions):
+                continue
+            now = progress(run)
+            frame = RunProgress(
+                run_id=str(run.pk), message_id=str(run.message_id), done=now.done, total=now.total
+            )
+            self.publish(str(run.snapshot.conversation_id), frame)
 
     # -- frames -------------------------------------------------------------------------------
     def publish(self, conversation_id: str, frame: BaseModel) -> None:

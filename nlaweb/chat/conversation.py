@@ -11,8 +11,9 @@ from django.db.models import Q
 
 from nlaweb.chat.models import Conversation, Message, Snapshot
 from nlaweb.chat.tokens import Token, message_tokens, template_tokens
-from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import explained_rows
+from nlaweb.explanations.runs import RunProgress, progress
 from nlaweb.jobs import enqueue
 from nlaweb.sources import default_source
 from workers.contracts import TASK_REPLY
@@ -20,6 +21,10 @@ from workers.contracts import TASK_REPLY
 
 def start_conversation(owner: User) -> Conversation:
     return Conversation.objects.create(owner=owner, source_id=default_source().id)
+
+
+#: Relative MSE at and above which a token takes the heatmap's coldest tint (1 is the mean's error).
+HEAT_CEILING = 1.5
 
 
 class ReplyInProgress(Exception):
@@ -71,6 +76,14 @@ class Chip:
         return not self.text.strip()
 
     @property
+    def heat(self) -> str:
+        """Relative MSE mapped to [0, 1] for the fidelity heatmap (0 best; from 1.5 on, 1), or ""."""
+        e = self.explained
+        if e is None or e.status != e.Status.DONE or e.relative_mse is None:
+            return ""
+        return f"{min(max(e.relative_mse, 0.0), HEAT_CEILING) / HEAT_CEILING:.2f}"
+
+    @property
     def confidence(self) -> str:
         """The tint of an explained chip: its confidence, or `pending` while it is in progress."""
         e = self.explained
@@ -96,6 +109,8 @@ class RenderedMessage:
     number: int  # 1-based place on the path
     branches: Branches
     is_last: bool
+    run: ExplainRun | None = None  # the latest "explain this whole message" of this message
+    run_progress: RunProgress | None = None
 
     @property
     def has_content_chips(self) -> bool:
@@ -176,6 +191,9 @@ def thread_view(conversation: Conversation, leaf: Message | None = None) -> Thre
         ]
 
     spans = snapshot.spans_by_message()
+    latest_runs = {
+        r.message_id: r for r in ExplainRun.objects.filter(message__in=path).order_by("created_at")
+    }
     rendered = []
     for number, message in enumerate(path, start=1):
         span = spans.get(str(message.id))
@@ -191,6 +209,8 @@ def thread_view(conversation: Conversation, leaf: Message | None = None) -> Thre
                 number,
                 branches[number - 1],
                 number == last,
+                latest_runs.get(message.pk),
+                progress(latest_runs[message.pk]) if message.pk in latest_runs else None,
             )
         )
     starts = [s["start"] for s in snapshot.spans if s["message_id"]] or [0]

@@ -54,8 +54,7 @@ def start_run(snapshot: Snapshot, message: Message) -> ExplainRun:
     if not positions:
         raise ExplainRejected("This message has no words to explain.")
     run = ExplainRun.objects.create(snapshot=snapshot, message=message, positions=positions)
-    feed(run)
-    return run
+    return feed(run)
 
 
 def feed(run: ExplainRun) -> ExplainRun:
@@ -99,7 +98,8 @@ class RunProgress:
 
 
 def progress(run: ExplainRun) -> RunProgress:
-    """How many of the run's tokens have a finished explanation (done, failed or cancelled)."""
+    """How many of the run's tokens have an explanation (or a failure to read); cancelled ones do
+    not count."""
     snapshot = run.snapshot
     hashes = prefix_hashes(snapshot.token_ids)
     wanted = {hashes[p] for p in run.positions}
@@ -109,7 +109,7 @@ def progress(run: ExplainRun) -> RunProgress:
             source_id=snapshot.source_id,
             settings_key=ExplainSettings().key(),
             prefix_hash__in=wanted,
-            status__in=FINISHED,
+            status__in=(Explanation.Status.DONE, Explanation.Status.FAILED),
         )
         .values("prefix_hash")
         .distinct()

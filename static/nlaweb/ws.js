@@ -65,6 +65,8 @@
       return;
     }
     if (state.stage) showStage(el, state.stage);
+    const place = el.querySelector('[data-role="place"]');
+    if (place) place.textContent = state.stage && state.stage !== "queued" ? "" : state.place || place.textContent;
     const text = el.querySelector('[data-role="text"]');
     if (text && state.text) text.textContent = state.text;
   }
@@ -107,6 +109,9 @@
     "explanation.text": (f) => updateExplanation(f.explanation_id, { text: f.text }),
     "explanation.done": (f) => updateExplanation(f.explanation_id, { finished: true }),
     "explanation.failed": (f) => updateExplanation(f.explanation_id, { finished: true }),
+    "explanation.queued": (f) => updateExplanation(f.explanation_id, { place: `${ordinal(f.place)} in line` }),
+    // A whole-message run moved on: the server re-renders the thread with its tints and progress.
+    "run.progress": () => refreshThread(),
   };
 
   // Whatever may have changed while the socket was down is read again from the server.
@@ -115,6 +120,12 @@
       .forEach(refreshSection);
     const thread = document.getElementById("thread");
     if (thread && thread.dataset.generating) refreshThread();
+  }
+
+  function ordinal(n) {
+    const tens = n % 100;
+    const suffix = tens >= 10 && tens <= 20 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+    return `${n}${suffix}`;
   }
 
   function connect() {

@@ -138,7 +138,7 @@ def test_the_views_answer_with_the_chat_and_a_readable_error(owner, stranger):
     assert "Temperature must be a number between 0 and 2." in page
     assert Message.objects.count() == 2
     page = owner.client.post(url, {"temperature": "0.7", "seed": "5"}).content.decode()
-    assert "temperature 0.7 · seed 5" not in page  # still generating: shown once written
+    assert "temperature 0.7 · seed 5" in page  # the sampling shows from the start
     assert Message.objects.filter(origin="regenerated", seed=5).exists()
     editor = owner.client.get(reverse("editor", args=[conversation.id, user.id])).content.decode()
     assert "My cat sleeps</textarea>" in editor
