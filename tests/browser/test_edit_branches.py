@@ -82,6 +82,20 @@ def test_the_seeds_example_edit_the_reply_from_cat_to_dog_and_explain_dog(page: 
     assert row.token_id == row.snapshot.token_ids[position]
     assert leaf.content == "The dog runs in the park." and leaf.origin == "edited"
 
+    # Compare " dog" with the "cat" branch: another token there, so the person picks "cat".
+    section.get_by_role("button", name="Compare with branch…").click()
+    compare = section.locator('[data-role="compare"]')
+    compare.get_by_role("button", name=re.compile("The cat runs in the park")).click()
+    expect(compare).to_contain_text("pick the one to compare with")
+    compare.get_by_role("button", name="cat", exact=True).click()
+    side = section.locator(".side-by-side")
+    expect(side.locator(".compare-side.theirs .explanation")).to_have_attribute(
+        "data-status", "done"
+    )
+    expect(side.locator(".compare-side.mine mark")).to_have_text(" dog")
+    expect(side.locator(".compare-side.theirs .quote mark")).to_have_text(" cat")
+    screenshot(page, "compare-dog-with-cat")
+
     # Back to the "cat" branch and forth: both branches keep their explanations.
     dog_reply.get_by_role("button", name="previous alternative").click()
     cat_reply = page.locator("article.message.assistant")
@@ -147,3 +161,49 @@ def test_an_edit_full_of_markup_renders_as_text(page: Page, stack):
     assert page.locator("article.message.assistant .prose").inner_text() == attack
     assert dialogs == []
     assert Message.objects.filter(conversation_id=_conversation_id(page), content=attack).exists()
+
+
+def test_explain_all_turns_a_message_into_a_heatmap_whose_tokens_open_at_once(page: Page, stack):
+    _start_conversation(page, stack)
+    _send(page, "My cat loves to sleep")
+    _settled(page)
+    user = page.locator("article.message.user")
+    words = user.locator(WORDS).count()
+    user.hover()
+    user.get_by_role("button", name="Explain all").click()
+    expect(page.locator('article.message.user [data-role="run-count"]')).to_have_text(
+        f"{words} / {words} explained"
+    )
+    user = page.locator("article.message.user")
+    expect(user.locator(".heat-legend")).to_be_visible()
+    for i in range(words):
+        expect(user.locator(WORDS).nth(i)).to_have_attribute("style", re.compile(r"--heat:\d"))
+    screenshot(page, "heatmap")
+    with page.expect_response(re.compile(r"/explain$")) as opened:
+        user.locator(WORDS).nth(2).click()
+    assert 'data-status="done"' in opened.value.text()  # stored: no waiting
+
+
+def test_a_waiting_row_shows_its_place_and_can_be_cancelled(page: Page, stack):
+    _start_conversation(page, stack)
+    _send(page, "My cat loves to sleep")
+    _settled(page)
+    words = page.locator(f"article.message.user {WORDS}")
+    section = page.locator("#panel .explanation")
+    with stack.worker_paused():
+        words.nth(0).click()
+        expect(section).to_have_attribute("data-status", "queued")
+        expect(section.locator('[data-role="place"]')).to_have_text("1st in line")
+        screenshot(page, "queued-first-in-line")
+        section.get_by_role("button", name="Cancel").click()
+        expect(page.locator("#panel .explanation")).to_have_attribute("data-status", "cancelled")
+    cancelled_id = page.locator("#panel .explanation").get_attribute("data-explanation-id")
+    # The worker takes the next job; the cancelled row is never started.
+    with page.expect_response(re.compile(r"/explain$")):
+        words.nth(1).click()
+    expect(page.locator("#panel .explanation")).to_have_attribute("data-status", "done")
+    assert Explanation.objects.get(pk=cancelled_id).status == "cancelled"
+    # Asked for again, it is explained.
+    with page.expect_response(re.compile(r"/explain$")):
+        words.nth(0).click()
+    expect(page.locator("#panel .explanation")).to_have_attribute("data-status", "done")
