@@ -290,3 +290,14 @@ def test_the_500_page_is_in_the_apps_style_and_promises_nothing_was_lost():
 
     page = server_error(RequestFactory().get("/")).content.decode()
     assert "Something broke on our side" in page and "stored and safe" in page
+
+
+def test_another_persons_identical_tokens_never_share_their_explanation(owner, stranger):
+    mine = _chat(start_conversation(owner.user))
+    theirs = _chat(start_conversation(stranger.user))
+    assert mine.token_ids == theirs.token_ids
+    _done(theirs, MEOW)
+    page = _page(owner, Conversation.objects.get(pk=mine.conversation_id))
+    assert "explained" not in _token_classes(page, MEOW)
+    (row,) = request_explanations(mine, [MEOW])
+    assert row.snapshot_id == mine.pk and row.status == "queued"
