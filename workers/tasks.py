@@ -1,12 +1,13 @@
 """Celery boundary of the GPU worker: ids in, rows and frames out. Models load lazily, once per
-process, on the first job (never at import, never before a fork)."""
+process, on the first job (never at import, never before a fork). Each job's rows carry its task id
+and a heartbeat while it runs, so the sweeper can tell a dead job from a slow one."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY
@@ -36,19 +37,23 @@ def _configure_engines() -> None:
         _done = True
 
 
-@shared_task(name=TASK_REPLY, ignore_result=True)
-def reply(message_id: str) -> None:
+@shared_task(name=TASK_REPLY, ignore_result=True, bind=True)
+def reply(task: Task, message_id: str) -> None:
     from workers.jobs import run_reply
     from workers.store import DjangoStore
 
     _configure_engines()
-    run_reply(DjangoStore(), message_id, settings.REPLY_MAX_NEW_TOKENS)
+    store = DjangoStore(job_id=task.request.id)
+    with store.heartbeat():
+        run_reply(store, message_id, settings.REPLY_MAX_NEW_TOKENS)
 
 
-@shared_task(name=TASK_EXPLAIN, ignore_result=True)
-def explain(explanation_ids: list[str]) -> None:
+@shared_task(name=TASK_EXPLAIN, ignore_result=True, bind=True)
+def explain(task: Task, explanation_ids: list[str]) -> None:
     from workers.jobs import run_explain
     from workers.store import DjangoStore
 
     _configure_engines()
-    run_explain(DjangoStore(), explanation_ids)
+    store = DjangoStore(job_id=task.request.id)
+    with store.heartbeat():
+        run_explain(store, explanation_ids)
