@@ -1,17 +1,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from nlaweb.chat import views as chat
 from nlaweb.explanations import views as explanations
+from nlaweb.health import healthz
 from nlaweb.sources_admin import sources_page
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok", content_type="text/plain")
-
 
 urlpatterns = [
     path("", chat.home, name="home"),
@@ -24,7 +19,7 @@ urlpatterns = [
         name="explain",
     ),
     path("explanations/<uuid:explanation_id>/", explanations.panel, name="explanation_panel"),
-    path("healthz", healthz),
+    path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),
     path("admin/", admin.site.urls),
 ]
