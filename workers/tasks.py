@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -37,15 +38,23 @@ def _configure_engines() -> None:
         _done = True
 
 
+def _engine(source_id: str) -> Any:
+    """The engine of `source_id`, configuring this process's sources first: only a job that has
+    rows to run imports torch (a redelivered job whose rows are done or failed returns at once)."""
+    from workers.jobs import registry_engine
+
+    _configure_engines()
+    return registry_engine(source_id)
+
+
 @shared_task(name=TASK_REPLY, ignore_result=True, bind=True)
 def reply(task: Task, message_id: str) -> None:
     from workers.jobs import run_reply
     from workers.store import DjangoStore
 
-    _configure_engines()
     store = DjangoStore(job_id=task.request.id)
     with store.heartbeat():
-        run_reply(store, message_id, settings.REPLY_MAX_NEW_TOKENS)
+        run_reply(store, message_id, settings.REPLY_MAX_NEW_TOKENS, engine_for=_engine)
 
 
 @shared_task(name=TASK_EXPLAIN, ignore_result=True, bind=True)
@@ -53,7 +62,6 @@ def explain(task: Task, explanation_ids: list[str]) -> None:
     from workers.jobs import run_explain
     from workers.store import DjangoStore
 
-    _configure_engines()
     store = DjangoStore(job_id=task.request.id)
     with store.heartbeat():
-        run_explain(store, explanation_ids)
+        run_explain(store, explanation_ids, engine_for=_engine)
