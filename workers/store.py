@@ -181,17 +181,21 @@ class DjangoStore:
         """`operation()`, tried again on a fresh connection while the database is unreachable, for
         up to STORE_RETRY_FOR_S: a finished result outlives a database restart."""
         deadline = time.monotonic() + settings.STORE_RETRY_FOR_S
-        pause = 0.25
+        pause, tries = 0.25, 1
         while True:
             try:
-                return operation()
+                done = operation()
             except _DATABASE_GONE as error:
                 if time.monotonic() >= deadline:
                     raise
                 log.warning("could not %s (%r); trying again in %.2f s", what, error, pause)
                 _drop_connection()
                 threading.Event().wait(pause)
-                pause = min(pause * 2, 2.0)
+                pause, tries = min(pause * 2, 2.0), tries + 1
+                continue
+            if tries > 1:
+                log.info("could %s at try %d: the database is back", what, tries)
+            return done
 
     # -- chat ---------------------------------------------------------------------------------
     def reply_job(self, message_id: str) -> ReplyJob | None:
@@ -426,10 +430,31 @@ def _locked(rows: Any) -> Any:
 
 def _round_robin(model: Any, group: Mapping[str, object], limit: int) -> list[Any]:
     """Up to `limit` queued rows of `group` nobody's worker died on, taken in turns over their
-    owners (each person's oldest first; people in the order of their oldest row), locked."""
+    owners (each person's oldest first; people in the order of their oldest row), locked. Rows
+    that other workers hold are skipped and the next turns looked at, so a job takes a full batch
+    whenever one waits (as many jobs as requests then explain every row)."""
+    order: list[Any] = []
+    taken: dict[Any, Any] = {}
+    while len(taken) < limit:
+        turns = _turns(model, group, limit, exclude=order)
+        if not turns:
+            break
+        order += turns
+        start = 0
+        while len(taken) < limit and start < len(turns):
+            chunk = turns[start : start + limit - len(taken)]
+            start += len(chunk)
+            locked = _locked(model.objects.filter(pk__in=chunk, status=model.Status.QUEUED))
+            taken.update({row.pk: row for row in locked})
+    return [taken[pk] for pk in order if pk in taken]
+
+
+def _turns(model: Any, group: Mapping[str, object], limit: int, exclude: list[Any]) -> list[Any]:
+    """Ids of up to `limit` waiting rows per owner, not in `exclude`, in round-robin order."""
     owner = F("snapshot__conversation__owner_id")
     candidates = list(
         model.objects.filter(status=model.Status.QUEUED, attempts=0, **group)
+        .exclude(pk__in=exclude)
         .annotate(
             owner=owner,
             turn=Window(RowNumber(), partition_by=[owner], order_by=[F("created_at"), "position"]),
@@ -437,19 +462,9 @@ def _round_robin(model: Any, group: Mapping[str, object], limit: int) -> list[An
         .filter(turn__lte=limit)
         .values_list("pk", "owner", "turn", "created_at")
     )
-    first_seen: dict[Any, Any] = {}
-    for _, who, turn, created in candidates:
-        if turn == 1:
-            first_seen[who] = created
-    order = [pk for pk, who, turn, _ in sorted(candidates, key=lambda c: (c[2], first_seen[c[1]]))]
-    taken: dict[Any, Any] = {}
-    start = 0
-    while len(taken) < limit and start < len(order):  # rows other workers hold are skipped
-        chunk = order[start : start + limit - len(taken)]
-        start += len(chunk)
-        locked = _locked(model.objects.filter(pk__in=chunk, status=model.Status.QUEUED))
-        taken.update({row.pk: row for row in locked})
-    return [taken[pk] for pk in order if pk in taken]
+    first_seen = {who: created for _, who, turn, created in candidates if turn == 1}
+    ranked = sorted(candidates, key=lambda c: (c[2], first_seen[c[1]], c[1]))
+    return [pk for pk, *_ in ranked]
 
 
 def _drop_connection() -> None:

@@ -4,10 +4,12 @@ with a sentence, the heartbeat, and results that a late failure never undoes."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connections, transaction
 from django.utils import timezone
 
 from nlaweb import jobs
@@ -106,6 +108,33 @@ def test_every_queued_row_is_taken_by_some_job_when_batches_mix_people(settings,
             for explanation_id in job.explanation_ids:
                 store.finish_explanation(explanation_id, {"text": "x"})
     assert set(Explanation.objects.values_list("status", flat=True)) == {"done"}
+
+
+def test_a_job_takes_a_full_batch_past_the_rows_another_worker_is_taking(queue):
+    """Another worker's claim holds the oldest 16 rows (locked, not yet marked running): this job
+    skips them and takes the next 16, instead of finding nothing and leaving rows without a job."""
+    rows = _rows(_conversation("ada", n_tokens=40), list(range(32)))
+    holding, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        try:
+            with transaction.atomic():
+                list(Explanation.objects.select_for_update().filter(pk__in=_ids(rows[:16])))
+                holding.set()
+                release.wait(30)
+        finally:
+            holding.set()
+            connections.close_all()
+
+    other = threading.Thread(target=other_worker)
+    other.start()
+    try:
+        assert holding.wait(30)
+        job = DjangoStore(queue=queue).explain_job(_ids(rows[:16]))
+    finally:
+        release.set()
+        other.join(30)
+    assert sorted(job.explanation_ids) == sorted(_ids(rows[16:]))
 
 
 def test_a_redelivered_job_takes_its_rows_back_and_runs_one_alone(queue):
