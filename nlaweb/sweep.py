@@ -155,28 +155,26 @@ def _end_silent_replies(now: datetime, report: SweepReport) -> None:
 
 
 def _send_waiting(now: datetime, queue: JobQueue, report: SweepReport) -> None:
-    unsent_rows = list(
-        Explanation.objects.filter(status=Explanation.Status.QUEUED, sent_at__isnull=True)
-    )
+    queued = Explanation.objects.filter(status=Explanation.Status.QUEUED)
     waiting_replies = Message.objects.filter(status=Message.Status.GENERATING, job_id="")
-    unsent_replies = list(waiting_replies.filter(sent_at__isnull=True))
+    rows = list(queued.filter(sent_at__isnull=True))
+    replies = list(waiting_replies.filter(sent_at__isnull=True))
     resend_before = now - timedelta(seconds=settings.SWEEP_RESEND_AFTER_S)
-    lost_rows = list(
-        Explanation.objects.filter(status=Explanation.Status.QUEUED, sent_at__lt=resend_before)
-    )
-    lost_replies = list(waiting_replies.filter(sent_at__lt=resend_before))
-    if lost_rows or lost_replies:
+    lost_rows = queued.filter(sent_at__lt=resend_before)
+    lost_replies = waiting_replies.filter(sent_at__lt=resend_before)
+    if lost_rows.exists() or lost_replies.exists():
         depth = queue.depth()
         if depth is None:
             report.queue_down = True
             return
-        if depth:  # messages still wait in the queue: the rows' may be among them
-            lost_rows, lost_replies = [], []
+        if depth == 0:  # nothing waits in the queue, so their messages are not there: lost
+            rows += list(lost_rows)
+            replies += list(lost_replies)
     try:
-        for reply in unsent_replies + lost_replies:
+        for reply in replies:
             send(queue, Job(TASK_REPLY, [str(reply.pk)]), now)
             report.replies_sent.append(str(reply.pk))
-        for job in explanation_jobs(unsent_rows + lost_rows):
+        for job in explanation_jobs(rows):
             send(queue, job, now)
             report.sent.extend(job.args[0])
     except QueueUnavailable:
