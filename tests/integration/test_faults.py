@@ -344,6 +344,12 @@ def test_postgres_restarted_mid_job_answers_503s_and_stores_the_results_when_bac
         "the results to be stored\n" + faults.stack.logs(),
     )
     t.mark("both results stored")
+    stored = "could store the explanation at try"  # the results it held, not a second run's
+    wait_until(
+        lambda: stored in faults.stack.worker_log.read_bytes()[log_start:].decode(errors="replace"),
+        30,
+        "the worker's log to say it stored its results",
+    )
     wait_until(lambda: visitor.get("/healthz").status_code == 200, 60, "/healthz to say ok")
     t.mark("/healthz 200")
     print(t)
