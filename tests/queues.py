@@ -21,7 +21,13 @@ def memory_broker() -> Broker:
 
 
 def down_broker() -> Broker:
-    return Broker(Celery("tests-down", broker=DOWN_URL, set_as_current=False))
+    """The project's Celery configuration with Redis, wherever it is used, at a dead port."""
+    celery = Celery("tests-down", set_as_current=False)
+    celery.config_from_object("django.conf:settings", namespace="CELERY")
+    celery.conf.broker_url = DOWN_URL
+    if celery.conf.result_backend:
+        celery.conf.result_backend = DOWN_URL
+    return Broker(celery)
 
 
 def sent(broker: Broker) -> list[tuple[str, Any]]:

@@ -211,8 +211,9 @@ class DjangoStore:
             )
             return None
         path = message.path()[:-1]
-        # A failed reply earlier on the path is not the model's words: leave it out of the prompt.
-        history = [Turn(str(m.id), m.role, m.content) for m in path if m.status != m.Status.FAILED]
+        # A failed reply earlier on the path stays in (with what it wrote): chat templates such as
+        # Gemma's refuse two user turns in a row.
+        history = [Turn(str(m.id), m.role, m.content) for m in path]
         return ReplyJob(
             str(message.conversation_id), message_id, message.conversation.source_id, history
         )
