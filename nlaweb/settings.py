@@ -127,8 +127,11 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # Channels: Redis in production; a thread-safe in-memory layer for the embedded worker thread.
+#: Seconds the web side waits for the broker before a click or a send answers 503 (also how long a
+#: publisher waits for the channel layer's Redis before dropping a frame).
+BROKER_CONNECT_TIMEOUT_S = env_int("BROKER_CONNECT_TIMEOUT_S", 2, minimum=1)
 CHANNEL_LAYERS = {
-    "default": redis_channel_layer(REDIS_URL)
+    "default": redis_channel_layer(REDIS_URL, BROKER_CONNECT_TIMEOUT_S)
     if REDIS_URL
     else {"BACKEND": "nlaweb.layers.ThreadSafeInMemoryChannelLayer"}
 }
@@ -148,8 +151,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 CELERY_IMPORTS = ("workers.tasks", "nlaweb.tasks")
-#: Seconds the web side waits for the broker before a click or a send answers 503.
-BROKER_CONNECT_TIMEOUT_S = env_int("BROKER_CONNECT_TIMEOUT_S", 2, minimum=1)
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT_S
 # An unacknowledged job of a killed worker is redelivered once its time limit has surely passed.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
