@@ -48,8 +48,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "nlaweb.health.HealthMiddleware",  # first: a container's probe needs no host, session or user
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "nlaweb.outage.OutageMiddleware",  # before anything that reads the database (sessions, users)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "nlaweb.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
@@ -85,6 +87,10 @@ DATABASES = {
         env_str("DATABASE_URL", _sqlite_url) or _sqlite_url, conn_max_age=0
     )
 }
+#: Seconds a connection attempt to PostgreSQL may take before a request answers 503.
+DATABASE_CONNECT_TIMEOUT_S = env_int("DATABASE_CONNECT_TIMEOUT_S", 3, minimum=1)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT_S
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A fresh checkout has no data directory yet; SQLite creates the file, not its folder.
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -124,26 +130,66 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # Channels: Redis in production; a thread-safe in-memory layer for the embedded worker thread.
+#: Seconds the web side waits for the broker before a click or a send answers 503 (also how long a
+#: publisher waits for the channel layer's Redis before dropping a frame).
+BROKER_CONNECT_TIMEOUT_S = env_int("BROKER_CONNECT_TIMEOUT_S", 2, minimum=1)
 CHANNEL_LAYERS = {
-    "default": redis_channel_layer(REDIS_URL)
+    "default": redis_channel_layer(REDIS_URL, BROKER_CONNECT_TIMEOUT_S)
     if REDIS_URL
     else {"BACKEND": "nlaweb.layers.ThreadSafeInMemoryChannelLayer"}
 }
 
-# Celery (read by nlaweb/celery.py with the CELERY_ namespace).
+# Celery (read by nlaweb/celery.py with the CELERY_ namespace). No result backend: the database
+# rows are the results, and a backend made every send wait ~19 s for Redis when it was down.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "web"
-CELERY_TASK_ROUTES = {"workers.*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {"workers.*": {"queue": "gpu"}, "nlaweb.sweep": {"queue": "sweep"}}
+# A job is acknowledged after it ran, and a job whose worker process died (SIGKILL, the kernel's
+# out-of-memory killer) goes back to the queue at once; the rows' attempt counter stops a job that
+# kills its worker every time (JOB_MAX_ATTEMPTS), and the sweeper covers a lost message.
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
-CELERY_IMPORTS = ("workers.tasks",)
+CELERY_IMPORTS = ("workers.tasks", "nlaweb.tasks")
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT_S
 # An unacknowledged job of a killed worker is redelivered once its time limit has surely passed.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
+    "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Jobs that went silent (nlaweb/sweep.py). A worker marks its rows alive every
+# HEARTBEAT_INTERVAL_S; rows silent for HEARTBEAT_TIMEOUT_S are queued again (or failed after
+# JOB_MAX_ATTEMPTS) by the sweeper, which runs every SWEEP_INTERVAL_S (Celery beat in production, a
+# thread of `manage.py serve` in the embedded mode).
+HEARTBEAT_INTERVAL_S = env_int("HEARTBEAT_INTERVAL_S", 10, minimum=1)
+HEARTBEAT_TIMEOUT_S = env_int("HEARTBEAT_TIMEOUT_S", 30, minimum=2)
+if HEARTBEAT_TIMEOUT_S < 2 * HEARTBEAT_INTERVAL_S:
+    raise ImproperlyConfigured(
+        f"HEARTBEAT_TIMEOUT_S ({HEARTBEAT_TIMEOUT_S}) must be at least twice HEARTBEAT_INTERVAL_S "
+        f"({HEARTBEAT_INTERVAL_S}), or live jobs would be taken for dead ones."
+    )
+SWEEP_INTERVAL_S = env_int("SWEEP_INTERVAL_S", 10, minimum=1)
+#: A queued row whose job was sent this long ago and still waits while the queue is empty lost its
+#: message (a broker restarted without its data); the sweeper sends it again.
+SWEEP_RESEND_AFTER_S = env_int("SWEEP_RESEND_AFTER_S", 60, minimum=1)
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 2, minimum=1)
+#: How long a worker keeps retrying to store a finished result while the database is unreachable.
+STORE_RETRY_FOR_S = env_int("STORE_RETRY_FOR_S", 120, minimum=0)
+#: Explanations one person may have queued or running at once (a flood waits its turn).
+MAX_ROWS_IN_FLIGHT_PER_USER = env_int("MAX_ROWS_IN_FLIGHT_PER_USER", 64, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {
+        "task": "nlaweb.sweep",
+        "schedule": float(SWEEP_INTERVAL_S),
+        "options": {"expires": float(SWEEP_INTERVAL_S)},  # a sweeper that was down skips old ones
+    }
+}
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"  # in memory: an interval needs no schedule file
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", default=EMBEDDED)
 
 # NLA sources and the worker's device.

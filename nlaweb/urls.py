@@ -8,11 +8,8 @@ from django.urls import path
 from nlaweb.chat import edit_views as edits
 from nlaweb.chat import views as chat
 from nlaweb.explanations import views as explanations
+from nlaweb.health import healthz
 from nlaweb.sources_admin import sources_page
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok", content_type="text/plain")
 
 
 def favicon(request: HttpRequest) -> HttpResponse:
@@ -65,7 +62,7 @@ urlpatterns = [
         explanations.compare_with,
         name="compare_with",
     ),
-    path("healthz", healthz),
+    path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first
     path("favicon.ico", favicon),
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),
     path("admin/", admin.site.urls),

@@ -1,19 +1,25 @@
 """A real stack for integration and browser tests: a Celery worker process consuming the gpu queue
-on Redis and a daphne ASGI server, both on the test database and a tiny NLA source."""
+on Redis and a daphne ASGI server, both on the test database and a tiny NLA source; optionally the
+sweeper (Celery beat), and a redis-server and PostgreSQL cluster of the test's own that it may stop
+and start again."""
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -90,6 +96,8 @@ class Stack:
     worker_log: Path
     server_log: Path
     worker_pid: int
+    sweeper_log: Path | None = None
+    _restart_worker: Callable[[], int] | None = field(default=None, repr=False)
 
     @contextmanager
     def worker_paused(self) -> Iterator[None]:
@@ -101,49 +109,107 @@ class Stack:
         finally:
             os.kill(self.worker_pid, signal.SIGCONT)
 
+    def kill_worker_and_start_another(self) -> None:
+        """SIGKILL the worker's main process and its children (a machine lost), then start a new
+        worker and wait until it consumes."""
+        assert self._restart_worker is not None
+        self.worker_pid = self._restart_worker()
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-            for p in (self.worker_log, self.server_log)
-            if p.exists()
+            for p in (self.worker_log, self.server_log, self.sweeper_log)
+            if p is not None and p.exists()
         )
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
+    handle = log.open("ab")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+def children(pid: int) -> list[int]:
+    """Pids of the direct children of `pid` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _worker_args(command: list[str], name: str) -> list[str]:
+    return [
+        *command,
+        "-A",
+        "nlaweb",
+        "worker",
+        "-Q",
+        "gpu",
+        "-P",
+        "prefork",
+        "-c",
+        "1",
+        "-n",
+        name,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
+    ]
+
+
+def _sweeper_args(name: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "nlaweb",
+        "worker",
+        "--beat",
+        "-Q",
+        "sweep",
+        "-P",
+        "solo",
+        "-n",
+        name,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
+    ]
+
+
+def _wait_ready(process: subprocess.Popen[bytes], log: Path, what: str, start: int = 0) -> None:
+    """Wait for Celery's " ready." in `log` after byte `start` (or for the process to end)."""
+
+    def ready() -> bool:
+        text = log.read_bytes()[start:].decode(errors="replace") if log.exists() else ""
+        return " ready." in text or process.poll() is not None
+
+    wait_until(ready, START_S, what)
+
+
 @contextmanager
-def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
+def running_stack(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    worker_command: list[str] | None = None,
+    sweeper: bool = False,
+) -> Iterator[Stack]:
+    """The worker (`worker_command`, default `python -m celery`) and daphne, plus the sweeper
+    (`celery worker --beat -Q sweep`) when asked; stopped on exit."""
     port = free_port()
     env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
-    worker = _spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "nlaweb",
-            "worker",
-            "-Q",
-            "gpu",
-            "-P",
-            "prefork",
-            "-c",
-            "1",
-            "-n",
-            f"test-{port}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ],
-        env,
-        worker_log,
-    )
-    server = _spawn(
+    sweeper_log = log_dir / "sweeper.log" if sweeper else None
+    command = worker_command or [sys.executable, "-m", "celery"]
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    processes["worker"] = _spawn(_worker_args(command, f"test-{port}@%h"), env, worker_log)
+    processes["server"] = _spawn(
         [
             sys.executable,
             "-m",
@@ -157,25 +223,42 @@ def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
         env,
         server_log,
     )
+    if sweeper_log is not None:
+        processes["sweeper"] = _spawn(_sweeper_args(f"sweeper-{port}@%h"), env, sweeper_log)
+
+    def restart_worker() -> int:
+        old = processes["worker"]
+        for pid in [*children(old.pid), old.pid]:
+            os.kill(pid, signal.SIGKILL)
+        old.wait(timeout=30)
+        start = worker_log.stat().st_size
+        processes["worker"] = _spawn(_worker_args(command, f"test2-{port}@%h"), env, worker_log)
+        _wait_ready(processes["worker"], worker_log, "the new Celery worker to be ready", start)
+        return processes["worker"].pid
+
     stack = Stack(
-        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker_log, server_log, worker.pid
+        f"http://127.0.0.1:{port}",
+        f"ws://127.0.0.1:{port}",
+        worker_log,
+        server_log,
+        processes["worker"].pid,
+        sweeper_log,
+        restart_worker,
     )
     try:
-        wait_until(
-            lambda: (
-                " ready." in worker_log.read_text(errors="replace") or worker.poll() is not None
-            ),
-            START_S,
-            "the Celery worker to be ready",
-        )
-        assert worker.poll() is None, stack.logs()
+        _wait_ready(processes["worker"], worker_log, "the Celery worker to be ready")
+        assert processes["worker"].poll() is None, stack.logs()
+        if sweeper_log is not None:
+            _wait_ready(processes["sweeper"], sweeper_log, "the sweeper to be ready")
+            assert processes["sweeper"].poll() is None, stack.logs()
+        server = processes["server"]
         wait_until(lambda: _healthy(stack.base_url) or server.poll() is not None, START_S, "daphne")
         assert server.poll() is None, stack.logs()
         yield stack
     finally:
-        for process in (server, worker):
+        for process in processes.values():
             process.terminate()
-        for process in (server, worker):
+        for process in processes.values():
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -184,6 +267,148 @@ def running_stack(env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
 
 def _healthy(base_url: str) -> bool:
     try:
-        return requests.get(base_url + "/healthz", timeout=1).status_code == 200
+        return requests.get(base_url + "/healthz", timeout=5).status_code == 200
     except requests.RequestException:
         return False
+
+
+# -- services of a test's own, to stop and start --------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server on a free loopback port, without persistence: a restart loses its data (the
+    worst case for queued jobs)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.root)]
+        self.process = _spawn(args, dict(os.environ), self.root / "redis.log")
+        wait_until(self.answers, 30, "redis-server to answer")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _postgres_bin() -> Path:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not versions:
+        raise RuntimeError("PostgreSQL's server binaries are not installed (/usr/lib/postgresql).")
+    return versions[-1]
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster in a temporary directory on a free loopback port (trust auth, user
+    postgres, database nlaweb). As root, its binaries run as the `postgres` user (initdb refuses
+    root)."""
+
+    def __init__(self) -> None:
+        self.port, self.bin = free_port(), _postgres_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="nlaweb-pg-"))
+        self.user = "postgres" if os.getuid() == 0 else None
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/nlaweb"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            user=self.user,
+            cwd=self.root,
+            timeout=120,
+        )
+
+    def init(self) -> None:
+        data = str(self.root / "data")
+        self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "nlaweb")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "postgres.log")
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        """A fast shutdown: connected clients are cut off, as in a restart."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as connection:
+            return list(connection.execute(sql, params).fetchall())
+
+    def cleanup(self) -> None:
+        with_data = (self.root / "data" / "postmaster.pid").exists()
+        if with_data:
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def own_redis(root: Path) -> Iterator[OwnRedis]:
+    redis = OwnRedis(root)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+@contextmanager
+def own_postgres() -> Iterator[OwnPostgres]:
+    postgres = OwnPostgres()
+    try:
+        postgres.init()
+        yield postgres
+    finally:
+        postgres.cleanup()
+
+
+class Timeline:
+    """Seconds since the start of a test, by event; printed at the end (pytest -s shows it)."""
+
+    def __init__(self, title: str) -> None:
+        self.title, self.start = title, time.monotonic()
+        self.events: list[tuple[float, str]] = []
+
+    def mark(self, event: str) -> float:
+        at = time.monotonic() - self.start
+        self.events.append((at, event))
+        return at
+
+    def since(self, event: str) -> float:
+        """Seconds from `event` to the last event."""
+        at = next(t for t, e in self.events if e == event)
+        return self.events[-1][0] - at
+
+    def __str__(self) -> str:
+        lines = [f"timeline: {self.title}"]
+        lines += [f"  {at:7.2f} s  {event}" for at, event in self.events]
+        return "\n".join(lines)

@@ -1,12 +1,14 @@
 """Celery boundary of the GPU worker: ids in, rows and frames out. Models load lazily, once per
-process, on the first job (never at import, never before a fork)."""
+process, on the first job (never at import, never before a fork). Each job's rows carry its task id
+and a heartbeat while it runs, so the sweeper can tell a dead job from a slow one."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY
@@ -36,19 +38,30 @@ def _configure_engines() -> None:
         _done = True
 
 
-@shared_task(name=TASK_REPLY, ignore_result=True)
-def reply(message_id: str) -> None:
+def _engine(source_id: str) -> Any:
+    """The engine of `source_id`, configuring this process's sources first: only a job that has
+    rows to run imports torch (a redelivered job whose rows are done or failed returns at once)."""
+    from workers.jobs import registry_engine
+
+    _configure_engines()
+    return registry_engine(source_id)
+
+
+@shared_task(name=TASK_REPLY, ignore_result=True, bind=True)
+def reply(task: Task, message_id: str) -> None:
     from workers.jobs import run_reply
     from workers.store import DjangoStore
 
-    _configure_engines()
-    run_reply(DjangoStore(), message_id, settings.REPLY_MAX_NEW_TOKENS)
+    store = DjangoStore(job_id=task.request.id)
+    with store.heartbeat():
+        run_reply(store, message_id, settings.REPLY_MAX_NEW_TOKENS, engine_for=_engine)
 
 
-@shared_task(name=TASK_EXPLAIN, ignore_result=True)
-def explain(explanation_ids: list[str]) -> None:
+@shared_task(name=TASK_EXPLAIN, ignore_result=True, bind=True)
+def explain(task: Task, explanation_ids: list[str]) -> None:
     from workers.jobs import run_explain
     from workers.store import DjangoStore
 
-    _configure_engines()
-    run_explain(DjangoStore(), explanation_ids)
+    store = DjangoStore(job_id=task.request.id)
+    with store.heartbeat():
+        run_explain(store, explanation_ids, engine_for=_engine)

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class Conversation(models.Model):
@@ -78,8 +79,19 @@ class Message(models.Model):
     seed = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # A generating reply's job, as on an Explanation: sent to the broker, alive, how often taken.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    job_id = models.CharField(max_length=64, blank=True)
+
     class Meta:
         ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["status"], condition=Q(status="generating"), name="message_generating"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"

@@ -1,6 +1,10 @@
 """One AV explanation of one token: keyed by (snapshot, position, source, generation settings), so a
 repeated click is a lookup. Saved as `queued` before the job is enqueued; the worker moves it through
-`running` to `done` or `failed` with a reason a person can read."""
+`running` to `done` or `failed` with a reason a person can read.
+
+The row, not the broker message, is the truth: `sent_at` says whether its job reached the broker,
+`heartbeat_at` whether the worker holding it is alive, `attempts` how many workers took it. The
+sweeper (nlaweb/sweep.py) ends what went silent."""
 
 from __future__ import annotations
 
@@ -10,15 +14,23 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from nlaweb.chat.models import prefix_hashes
 
 
-def abandoned_before() -> datetime:
-    """A row still running that started before this has lost its worker: every job is stopped by
-    its time limit, so nobody will finish it (an embedded worker's restart, a killed process)."""
-    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+def silent_before(now: datetime) -> datetime:
+    """A running row whose worker last showed life before this has lost its worker (killed, its
+    machine gone, cut off from the database): HEARTBEAT_TIMEOUT_S without a heartbeat."""
+    return now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_S)
+
+
+def silent(now: datetime) -> Q:
+    """Rows whose worker showed no life since `silent_before(now)`; combine with status=running.
+    A row from before heartbeats existed is judged by when it started."""
+    before = silent_before(now)
+    return Q(heartbeat_at__lt=before) | Q(heartbeat_at__isnull=True, started_at__lt=before)
 
 
 class Explanation(models.Model):
@@ -62,11 +74,29 @@ class Explanation(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    #: When its job last reached the broker; None while queued: not sent yet (the broker was down).
+    sent_at = models.DateTimeField(null=True, blank=True)
+    #: The last sign of life of the worker running it.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    #: How many times a worker took it; a row that keeps killing its worker fails after
+    #: JOB_MAX_ATTEMPTS.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    #: The job (Celery task id) that took it last: a redelivered job takes its own rows back.
+    job_id = models.CharField(max_length=64, blank=True)
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["snapshot", "position", "source_id", "settings_key"],
                 name="one_explanation_per_token_source_settings",
+            )
+        ]
+        indexes = [
+            # The sweeper, the batch-mates query and the per-person cap read only unfinished rows.
+            models.Index(
+                fields=["status", "source_id", "settings_key"],
+                condition=Q(status__in=["queued", "running"]),
+                name="explanation_in_flight",
             )
         ]
         ordering = ["position"]
@@ -85,11 +115,12 @@ class Explanation(models.Model):
 
     @property
     def is_abandoned(self) -> bool:
-        started = self.started_at
+        """Running, but its worker went silent (see `silent`)."""
+        last_sign = self.heartbeat_at or self.started_at
         return (
             self.status == self.Status.RUNNING
-            and started is not None
-            and started < abandoned_before()
+            and last_sign is not None
+            and last_sign < silent_before(timezone.now())
         )
 
     @property

@@ -1,7 +1,7 @@
 """Ask for the explanations of one or more tokens of a snapshot: stored ones are returned at once,
 the others are saved as queued rows and explained by one job (one engine batch) enqueued after
-commit. A failed one, or one whose worker died (running past the time limit), is queued again on the
-next ask."""
+commit. A failed one, or one whose worker went silent, is queued again on the next ask. One person
+may have at most MAX_ROWS_IN_FLIGHT_PER_USER rows queued or running at once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings as site_settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from nlaweb.chat.models import Snapshot, prefix_hashes
@@ -87,15 +89,22 @@ def request_explanations(
 ) -> list[Explanation]:
     """The rows of `positions` in position order; those that need work go into one enqueued job.
     A token whose prefix was explained in another snapshot of the conversation (before a later
-    turn was added, or on another branch) gets that row: same tokens, same activation."""
+    turn was added, or on another branch) gets that row: same tokens, same activation.
+    If the broker is down, nlaweb.jobs.QueueUnavailable is raised after the rows are committed
+    (queued, unsent: the sweeper sends them later)."""
     settings = settings or ExplainSettings()
     check_positions(positions)
     _check_inside(positions, len(snapshot.token_ids))
     hashes = prefix_hashes(snapshot.token_ids)
     key = dict(source_id=snapshot.source_id, settings_key=settings.key())
     with transaction.atomic():
+        # One person's requests take turns here, so two of them cannot both slip under the cap.
+        owner_id = snapshot.conversation.owner_id
+        get_user_model().objects.select_for_update().filter(pk=owner_id).first()
         # Rows are locked and created in position order, so two overlapping requests cannot deadlock.
         stored = _stored(snapshot, [hashes[p] for p in positions], key)
+        asked = [p for p in positions if hashes[p] not in stored or _needs_work(stored[hashes[p]])]
+        _check_capacity(owner_id, len(asked))
         rows, pending = [], []
         for position in sorted(positions):
             row = stored.get(hashes[position])
@@ -104,7 +113,7 @@ def request_explanations(
                 row, created = _create(fields, settings)
                 if created:
                     pending.append(row)
-            elif row.status in RETRIED or row.is_abandoned:
+            elif _needs_work(row):
                 _reset(row)
                 pending.append(row)
             rows.append(row)
@@ -156,6 +165,29 @@ def explained_rows(
     return by_position
 
 
+def rows_in_flight(owner_id: int) -> int:
+    """Explanations of this person's conversations that are queued or running."""
+    return Explanation.objects.filter(
+        snapshot__conversation__owner_id=owner_id,
+        status__in=[Explanation.Status.QUEUED, Explanation.Status.RUNNING],
+    ).count()
+
+
+def _check_capacity(owner_id: int, asked: int) -> None:
+    limit = site_settings.MAX_ROWS_IN_FLIGHT_PER_USER
+    waiting = rows_in_flight(owner_id) if asked else 0
+    if waiting + asked > limit:
+        raise ExplainRejected(
+            f"You already have {waiting} explanations waiting or running, and at most {limit} "
+            f"may wait at a time, so these {asked} cannot be queued yet; ask again when some "
+            "have finished."
+        )
+
+
+def _needs_work(row: Explanation) -> bool:
+    return row.status in RETRIED or row.is_abandoned
+
+
 def request_explanation(
     snapshot: Snapshot, position: int, settings: ExplainSettings | None = None
 ) -> Explanation:
@@ -174,8 +206,19 @@ def _create(key: dict[str, Any], settings: ExplainSettings) -> tuple[Explanation
 
 
 def _reset(explanation: Explanation) -> None:
+    """Queued again and unsent. Asking again after a failure starts the count of attempts anew; a
+    row whose worker went silent keeps it (so it runs alone, and fails if it keeps killing)."""
+    if explanation.status == Explanation.Status.FAILED:
+        explanation.attempts = 0
     explanation.status = Explanation.Status.QUEUED
     explanation.stage = "queued"
     explanation.error = ""
     explanation.text = explanation.raw_text = ""
-    explanation.save(update_fields=["status", "stage", "error", "text", "raw_text"])
+    explanation.sent_at = explanation.heartbeat_at = None
+    explanation.job_id = ""
+    explanation.save(
+        update_fields=[
+            *("status", "stage", "error", "text", "raw_text"),
+            *("sent_at", "heartbeat_at", "job_id", "attempts"),
+        ]
+    )

@@ -20,21 +20,16 @@ from django.utils import timezone
 from nlaweb.chat.models import Message, Snapshot, prefix_hashes
 from nlaweb.chat.tokens import message_tokens
 from nlaweb.explanations.models import ExplainRun, Explanation
-from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanations
+from nlaweb.explanations.request import (
+    ExplainRejected,
+    ExplainSettings,
+    request_explanations,
+    rows_in_flight,
+)
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 IN_FLIGHT = (Explanation.Status.QUEUED, Explanation.Status.RUNNING)
 FINISHED = (Explanation.Status.DONE, Explanation.Status.FAILED, Explanation.Status.CANCELLED)
-
-
-def _cap() -> int:
-    return int(getattr(site_settings, "MAX_ROWS_IN_FLIGHT_PER_USER", 64))
-
-
-def _in_flight(owner_id: int) -> int:
-    return Explanation.objects.filter(
-        snapshot__conversation__owner_id=owner_id, status__in=IN_FLIGHT
-    ).count()
 
 
 def message_positions(snapshot: Snapshot, message: Message) -> list[int]:
@@ -65,7 +60,8 @@ def feed(run: ExplainRun) -> ExplainRun:
             .select_related("snapshot__conversation")
             .get(pk=run.pk)
         )
-        room = _cap() - _in_flight(run.snapshot.conversation.owner_id)
+        owner_id = run.snapshot.conversation.owner_id
+        room = site_settings.MAX_ROWS_IN_FLIGHT_PER_USER - rows_in_flight(owner_id)
         while run.feeding and room > 0:
             chunk = run.positions[run.fed : run.fed + min(MAX_POSITIONS_PER_REQUEST, room)]
             rows = request_explanations(run.snapshot, chunk)

@@ -19,9 +19,12 @@ class Command(BaseCommand):
         from daphne.cli import CommandLineInterface
 
         if settings.EMBEDDED_WORKER:
-            from nlaweb.embedded_worker import start_embedded_worker
+            from nlaweb.embedded_worker import start_embedded_sweeper, start_embedded_worker
 
             start_embedded_worker()
-            self.stdout.write("Embedded worker ready (in-process queue and channel layer).")
+            start_embedded_sweeper()
+            self.stdout.write(
+                "Embedded worker and sweeper ready (in-process queue and channel layer)."
+            )
         self.stdout.write(f"nlaweb on http://{host}:{port}/  (Ctrl+C to stop)")
         CommandLineInterface().run(["-b", host, "-p", str(port), "nlaweb.asgi:application"])

@@ -1,0 +1,204 @@
+"""The sweeper: ends what went silent, so nothing waits for a click.
+
+One pass (`sweep(now)`) does three things, each safe to run twice or in two places at once:
+
+1. a running explanation or a generating reply whose worker stopped beating (killed, its machine
+   gone) is queued again, or failed with a sentence once JOB_MAX_ATTEMPTS workers died on it;
+2. rows whose job never reached the broker (it was down at click or send time) are sent;
+3. rows sent long ago that still wait while the queue is empty lost their message (a broker that
+   restarted without its data) and are sent again.
+
+Celery beat runs it every SWEEP_INTERVAL_S in production (task `nlaweb.sweep`, nlaweb/tasks.py); the
+embedded mode runs it in a thread of `manage.py serve`. Tests call it with an injected `now`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from django.conf import settings
+from django.db import transaction
+
+from nlaweb.chat.models import Message
+from nlaweb.explanations.models import Explanation, silent, silent_before
+from nlaweb.explanations.runs import feed_waiting_runs
+from nlaweb.frames import publish
+from nlaweb.jobs import BROKER, Job, QueueUnavailable, mark_sent
+from workers.contracts import (
+    TASK_EXPLAIN,
+    TASK_REPLY,
+    ChatFailed,
+    ExplanationFailed,
+    ExplanationProgress,
+)
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST
+
+log = logging.getLogger(__name__)
+
+
+def explanation_gave_up(attempts: int) -> str:
+    return (
+        f"The worker stopped {attempts} times while explaining this token (it was killed, perhaps "
+        "for lack of memory); try fewer tokens or a shorter conversation."
+    )
+
+
+def reply_gave_up(attempts: int) -> str:
+    return (
+        f"The reply could not be written (the worker stopped {attempts} times while writing it); "
+        "send again or regenerate."
+    )
+
+
+class JobQueue(Protocol):
+    """Where jobs go: nlaweb.jobs.Broker in production."""
+
+    def send(self, job: Job) -> None: ...
+    def depth(self) -> int | None: ...
+
+
+@dataclass
+class SweepReport:
+    """Ids of what one pass changed."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    replies_requeued: list[str] = field(default_factory=list)
+    replies_failed: list[str] = field(default_factory=list)
+    replies_sent: list[str] = field(default_factory=list)
+    runs_fed: int = 0  # whole-message runs that still waited for room under their person's cap
+    queue_down: bool = False
+
+    def summary(self) -> str:
+        """`requeued 2, sent 2` or '' when nothing changed."""
+        counts = {name: len(ids) for name, ids in vars(self).items() if isinstance(ids, list)}
+        counts["runs_fed"] = self.runs_fed
+        parts = [f"{name.replace('_', ' ')} {n}" for name, n in counts.items() if n]
+        return ", ".join(parts + (["queue down"] if self.queue_down else []))
+
+
+def sweep(now: datetime, queue: JobQueue = BROKER) -> SweepReport:
+    """One pass of the sweeper at time `now` (see the module's docstring)."""
+    report = SweepReport()
+    _end_silent_explanations(now, report)
+    _end_silent_replies(now, report)
+    _send_waiting(now, queue, report)
+    if not report.queue_down:  # a run's rows would only wait unsent while the queue is down
+        report.runs_fed = feed_waiting_runs()
+    return report
+
+
+def _end_silent_explanations(now: datetime, report: SweepReport) -> None:
+    with transaction.atomic():
+        rows = list(
+            Explanation.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("snapshot")
+            .filter(silent(now), status=Explanation.Status.RUNNING)
+        )
+        for row in rows:
+            if row.attempts >= settings.JOB_MAX_ATTEMPTS:
+                fail_explanation(row, explanation_gave_up(row.attempts), now)
+                report.failed.append(str(row.pk))
+            else:
+                requeue_explanations([row])
+                report.requeued.append(str(row.pk))
+    for row in rows:
+        conversation_id = str(row.snapshot.conversation_id)
+        if str(row.pk) in report.failed:
+            publish(conversation_id, ExplanationFailed(explanation_id=str(row.pk), error=row.error))
+        else:
+            frame = ExplanationProgress(explanation_id=str(row.pk), stage="queued", done=0, total=1)
+            publish(conversation_id, frame)
+
+
+def fail_explanation(row: Explanation, error: str, now: datetime) -> None:
+    Explanation.objects.filter(pk=row.pk).update(
+        status=Explanation.Status.FAILED, stage="failed", error=error, finished_at=now, job_id=""
+    )
+    row.error = error
+
+
+def requeue_explanations(rows: Iterable[Explanation]) -> None:
+    """Back to queued and unsent (its attempts kept): the next pass, or the caller, sends it."""
+    Explanation.objects.filter(pk__in=[row.pk for row in rows]).update(
+        status=Explanation.Status.QUEUED,
+        stage="queued",
+        job_id="",
+        sent_at=None,
+        heartbeat_at=None,
+    )
+
+
+def _end_silent_replies(now: datetime, report: SweepReport) -> None:
+    with transaction.atomic():
+        replies = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(status=Message.Status.GENERATING, heartbeat_at__lt=silent_before(now))
+            .exclude(job_id="")  # a placeholder no worker took yet is step 2's
+        )
+        for reply in replies:
+            if reply.attempts >= settings.JOB_MAX_ATTEMPTS:
+                reply.error = reply_gave_up(reply.attempts)
+                Message.objects.filter(pk=reply.pk).update(
+                    status=Message.Status.FAILED, error=reply.error, job_id=""
+                )
+                report.replies_failed.append(str(reply.pk))
+            else:
+                Message.objects.filter(pk=reply.pk).update(
+                    content="", job_id="", sent_at=None, heartbeat_at=None
+                )
+                report.replies_requeued.append(str(reply.pk))
+    for reply in replies:
+        if str(reply.pk) in report.replies_failed:
+            frame = ChatFailed(message_id=str(reply.pk), error=reply.error)
+            publish(str(reply.conversation_id), frame)
+
+
+def _send_waiting(now: datetime, queue: JobQueue, report: SweepReport) -> None:
+    queued = Explanation.objects.filter(status=Explanation.Status.QUEUED)
+    waiting_replies = Message.objects.filter(status=Message.Status.GENERATING, job_id="")
+    rows = list(queued.filter(sent_at__isnull=True))
+    replies = list(waiting_replies.filter(sent_at__isnull=True))
+    resend_before = now - timedelta(seconds=settings.SWEEP_RESEND_AFTER_S)
+    lost_rows = queued.filter(sent_at__lt=resend_before)
+    lost_replies = waiting_replies.filter(sent_at__lt=resend_before)
+    if lost_rows.exists() or lost_replies.exists():
+        depth = queue.depth()
+        if depth is None:
+            report.queue_down = True
+            return
+        if depth == 0:  # nothing waits in the queue, so their messages are not there: lost
+            rows += list(lost_rows)
+            replies += list(lost_replies)
+    try:
+        for reply in replies:
+            send(queue, Job(TASK_REPLY, [str(reply.pk)]), now)
+            report.replies_sent.append(str(reply.pk))
+        for job in explanation_jobs(rows):
+            send(queue, job, now)
+            report.sent.extend(job.args[0])
+    except QueueUnavailable:
+        report.queue_down = True
+
+
+def send(queue: JobQueue, job: Job, now: datetime) -> None:
+    queue.send(job)
+    mark_sent(job, now)
+
+
+def explanation_jobs(rows: list[Explanation]) -> list[Job]:
+    """Jobs for queued rows: a row a worker already died on alone (so a row that kills its worker
+    cannot take others down with it), the others by source and settings, up to a batch each."""
+    jobs = [Job(TASK_EXPLAIN, [[str(row.pk)]]) for row in rows if row.attempts > 0]
+    fresh: dict[tuple[str, str], list[str]] = {}
+    for row in sorted((r for r in rows if r.attempts == 0), key=lambda r: r.created_at):
+        fresh.setdefault((row.source_id, row.settings_key), []).append(str(row.pk))
+    for ids in fresh.values():
+        for start in range(0, len(ids), MAX_POSITIONS_PER_REQUEST):
+            jobs.append(Job(TASK_EXPLAIN, [ids[start : start + MAX_POSITIONS_PER_REQUEST]]))
+    return jobs

@@ -1,0 +1,133 @@
+"""A database or a job queue that is down answers 503 with a sentence, at once, saving what can be
+saved; /healthz says which part is down. The broker that is down is a real client pointed at a port
+that refuses connections; the database that is down is this test's connection pointed at one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from nlaweb import jobs
+from nlaweb.chat.conversation import start_conversation
+from nlaweb.chat.models import Message
+from nlaweb.explanations.models import Explanation
+from nlaweb.outage import DATABASE_DOWN
+from nlaweb.sweep import sweep
+from tests.factories import snapshot_of
+from tests.queues import DOWN_URL, down_broker, memory_broker, sent
+from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the rows are committed before the send
+
+#: Far above a refused connection (~0.2 s), far below the 19 s a send used to wait.
+ANSWER_WITHIN_S = 8
+
+
+@pytest.fixture
+def broker_down(monkeypatch):
+    monkeypatch.setattr(jobs, "BROKER", down_broker())
+
+
+@contextmanager
+def _database_down() -> Iterator[None]:
+    """This process's connection to PostgreSQL now goes to a port where nothing listens."""
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = 1
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+
+
+def test_a_click_while_the_queue_is_down_is_a_503_at_once_and_the_sweeper_sends_it_later(
+    owner, broker_down
+):
+    snapshot = snapshot_of(start_conversation(owner.user))
+    url = reverse("explain", args=[snapshot.conversation_id, snapshot.id])
+    started = time.monotonic()
+    response = owner.client.post(url, {"position": ["3", "5"]}, HTTP_HX_REQUEST="true")
+    assert time.monotonic() - started < ANSWER_WITHIN_S
+    assert response.status_code == 503
+    assert response.json() == {"error": jobs.UNSENT[TASK_EXPLAIN]}
+    assert response["Retry-After"] == "30"
+    rows = list(Explanation.objects.order_by("position"))
+    assert [(r.position, r.status, r.sent_at) for r in rows] == [
+        (3, "queued", None),
+        (5, "queued", None),
+    ]
+
+    queue = memory_broker()
+    sweep(timezone.now(), queue)
+    assert sent(queue) == [(TASK_EXPLAIN, [[str(r.pk) for r in rows]])]
+
+
+def test_a_message_sent_while_the_queue_is_down_is_kept_and_its_reply_sent_later(
+    owner, broker_down
+):
+    conversation = start_conversation(owner.user)
+    response = owner.client.post(reverse("send", args=[conversation.id]), {"content": "My cat"})
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "<h1>nlaweb is unavailable for a moment</h1>" in page
+    assert (
+        "your message is saved and its reply will be written as soon as the queue is back" in page
+    )
+    user, reply = Message.objects.order_by("created_at")
+    assert (user.content, reply.status, reply.sent_at) == ("My cat", "generating", None)
+
+    queue = memory_broker()
+    sweep(timezone.now(), queue)
+    assert sent(queue) == [(TASK_REPLY, [str(reply.pk)])]
+
+
+def test_healthz_says_which_parts_are_up(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert {k: body[k]["up"] for k in ("database", "redis", "queue")} == dict.fromkeys(
+        ("database", "redis", "queue"), True
+    )
+    assert isinstance(body["queued_jobs"], int)
+
+
+def test_healthz_answers_503_naming_what_is_down_whatever_the_host(client, settings, broker_down):
+    settings.REDIS_URL = DOWN_URL
+    response = client.get("/healthz", HTTP_HOST="10.0.0.7:8000")  # a probe's host, not allowed
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert (body["database"]["up"], body["redis"]["up"], body["queue"]["up"]) == (
+        True,
+        False,
+        False,
+    )
+    assert body["redis"]["detail"] == "ConnectionError"
+    assert body["queued_jobs"] is None
+
+
+def test_with_the_database_down_pages_json_and_healthz_answer_503_with_a_sentence(owner):
+    conversation = start_conversation(owner.user)
+    with _database_down():
+        started = time.monotonic()
+        page = owner.client.get(reverse("conversation", args=[conversation.id]))
+        htmx = owner.client.post(
+            reverse("send", args=[conversation.id]), {"content": "hi"}, HTTP_HX_REQUEST="true"
+        )
+        api = owner.client.get("/api/anything")
+        health = owner.client.get("/healthz")  # with a session cookie: still no session read
+        elapsed = time.monotonic() - started
+    assert elapsed < 4 * ANSWER_WITHIN_S
+    assert page.status_code == 503 and DATABASE_DOWN in page.content.decode()
+    assert (htmx.status_code, htmx.json()) == (503, {"error": DATABASE_DOWN})
+    assert (api.status_code, api.json()) == (503, {"error": DATABASE_DOWN})
+    assert health.status_code == 503 and health.json()["database"]["up"] is False
+    assert owner.client.get(reverse("conversation", args=[conversation.id])).status_code == 200
