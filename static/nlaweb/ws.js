@@ -218,6 +218,32 @@
     syncPage();
   });
 
+  // A 503 (queue or database down) or another refused request: htmx does not swap error answers,
+  // so say the server's sentence in a banner. The click or message was saved when the queue was
+  // the problem, so the thread is read again.
+  function showProblem(text) {
+    let banner = document.getElementById("problem");
+    if (!banner) {
+      banner = document.createElement("p");
+      banner.id = "problem";
+      banner.className = "problem";
+      banner.setAttribute("role", "alert");
+      document.querySelector("main")?.prepend(banner);
+    }
+    banner.textContent = text;
+  }
+
+  document.addEventListener("htmx:responseError", (event) => {
+    const xhr = event.detail.xhr;
+    let sentence = `The server could not answer (${xhr.status}); try again in a moment.`;
+    try { sentence = JSON.parse(xhr.responseText).error || sentence; } catch { /* an HTML page */ }
+    showProblem(sentence);
+    if (root && xhr.status === 503) refreshThread();
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    if (event.detail.successful) document.getElementById("problem")?.remove();
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     root = document.querySelector("[data-conversation-ws]");
     if (!root) return;
