@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from nlaweb import sources as web_sources
-from tests.live import Stack, running_stack, write_sources_file
+from tests.live import START_S, Stack, running_stack, wait_until, write_sources_file
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +56,23 @@ def stack(
     }
     with running_stack(env, tmp_path_factory.mktemp("stack-logs")) as live:
         yield live
+
+
+def _busy_sessions() -> int:
+    """Other sessions on the test database that are in a query or hold a transaction open."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def quiet_database_at_teardown(transactional_db):
+    """After a live test, wait until the worker's last writes are over before the test database is
+    flushed: TRUNCATE beside a worker's row locks can deadlock, and PostgreSQL then kills the flush."""
+    yield
+    wait_until(lambda: _busy_sessions() == 0, START_S, "the worker's last queries to end")

@@ -6,9 +6,9 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.browser.pages import _open_page
-from tests.stack_fixtures import _use_tiny_source  # noqa: F401
+from tests.stack_fixtures import _use_tiny_source, quiet_database_at_teardown  # noqa: F401
 
 
 @pytest.fixture
-def page(stack, monkeypatch) -> Iterator[Page]:
+def page(stack, monkeypatch, quiet_database_at_teardown) -> Iterator[Page]:  # noqa: F811
     yield from _open_page(monkeypatch, 1400)

@@ -199,7 +199,7 @@ def test_a_starter_prompt_starts_the_conversation(page: Page, stack):
     expect(page.locator("button.starter")).to_have_count(0)
 
 
-def test_the_page_holds_together_at_800_pixels(stack, monkeypatch):
+def test_the_page_holds_together_at_800_pixels(stack, monkeypatch, quiet_database_at_teardown):
     for narrow in _open_page(monkeypatch, 800):
         _start_conversation(narrow, stack)
         _send(narrow, "My cat loves to sleep")
