@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import include, path
 
 from nlaweb.chat import views as chat
 from nlaweb.explanations import views as explanations
@@ -24,6 +24,7 @@ urlpatterns = [
         name="explain",
     ),
     path("explanations/<uuid:explanation_id>/", explanations.panel, name="explanation_panel"),
+    path("", include("nlaweb.api.urls")),
     path("healthz", healthz),
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),
     path("admin/", admin.site.urls),

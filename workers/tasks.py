@@ -9,7 +9,7 @@ import threading
 from celery import shared_task
 from django.conf import settings
 
-from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+from workers.contracts import TASK_EXPLAIN, TASK_REPLY, TASK_TOKENIZE, TASK_VECTORS
 from workers.nla.errors import NlaError
 from workers.sources import served_sources
 
@@ -52,3 +52,21 @@ def explain(explanation_ids: list[str]) -> None:
 
     _configure_engines()
     run_explain(DjangoStore(), explanation_ids)
+
+
+@shared_task(name=TASK_TOKENIZE, ignore_result=True)
+def tokenize(job_id: str) -> None:
+    from workers.api_store import ApiStore
+    from workers.tokenize import run_tokenize
+
+    _configure_engines()
+    run_tokenize(ApiStore(), job_id)
+
+
+@shared_task(name=TASK_VECTORS, ignore_result=True)
+def vectors(job_id: str) -> None:
+    from workers.api_store import ApiStore
+    from workers.vectors import run_vectors
+
+    _configure_engines()
+    run_vectors(ApiStore(), job_id)

@@ -1,0 +1,55 @@
+"""The API's tokenize job: store the snapshot of a conversation the API created, chat-templated by the
+target's template (`messages`) or tokenized as it is (`text`), so its tokens can be explained.
+
+Django-free: rows go through an ApiStore (workers/api_store.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from workers.jobs import EngineFor, _save_snapshot, readable, registry_engine
+from workers.nla.errors import NlaError
+
+log = logging.getLogger(__name__)
+
+
+def error_code(error: BaseException) -> str:
+    """What kind of failure, for the web side to pick a status: the NlaError's class name, else
+    `WorkerError`."""
+    return type(error).__name__ if isinstance(error, NlaError) else "WorkerError"
+
+
+def _save_raw_snapshot(store: Any, engine: Any, leaf_id: str, source_id: str, text: str) -> None:
+    tokenized = engine.tokenize_text(text)
+    spans = [
+        {
+            "message_id": leaf_id if s.message_index == 0 else None,
+            "role": s.role,
+            "start": s.start,
+            "end": s.end,
+        }
+        for s in tokenized.spans
+    ]
+    store.save_snapshot(
+        leaf_id, source_id, list(tokenized.token_ids), list(tokenized.token_texts), spans
+    )
+
+
+def run_tokenize(store: Any, job_id: str, engine_for: EngineFor = registry_engine) -> None:
+    """Tokenize the job's leaf path and save its snapshot; the job row ends done or failed."""
+    job = store.claim_api_job(job_id)
+    if job is None:
+        return
+    try:
+        leaf_id, raw = str(job.payload["leaf_id"]), bool(job.payload.get("raw_text"))
+        history = store.tokenize_input(leaf_id)
+        engine = engine_for(job.source_id)
+        if raw:
+            _save_raw_snapshot(store, engine, leaf_id, job.source_id, history[-1].content)
+        else:
+            _save_snapshot(store, engine, leaf_id, job.source_id, history)
+        store.finish_api_job(job_id, {"leaf_id": leaf_id})
+    except Exception as error:
+        log.exception("tokenize job %s failed", job_id)
+        store.fail_api_job(job_id, readable(error, "tokenizing this text"), error_code(error))
