@@ -68,6 +68,22 @@ api = Api(
     auth=AUTH,
 )
 
+#: With `stream: true` the answer is server-sent events instead of the JSON document.
+SSE_OR_JSON = {
+    "description": "The explanations, or with `stream: true` server-sent events: metadata, "
+    "partial text per position, one result per position, {cacheId}, [DONE].",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ExplainResponse"}},
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "description": "One server-sent event; `data` is a JSON document or [DONE].",
+                "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                "required": ["data"],
+            }
+        },
+    },
+}
 ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 404, 413, 429, 503, 504)}
 
 
@@ -142,7 +158,7 @@ def sources(request: HttpRequest) -> dict[str, Any]:
     "/explain",
     response={200: ExplainResponse, **ERRORS},
     summary="Explain tokens of a text, a chat or a stored conversation",
-    openapi_extra={"responses": {"200": {"content": {"text/event-stream": {}}}}},
+    openapi_extra={"responses": {"200": SSE_OR_JSON}},
 )
 async def explain_tokens(request: HttpRequest, payload: ExplainRequest) -> Any:
     asked = await explain.ask(_caller(request).user, payload)

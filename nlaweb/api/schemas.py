@@ -52,6 +52,18 @@ class ChatMessage(_In):
 
 
 class ExplainRequest(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "messages": [{"role": "user", "content": "My cat loves to sleep"}],
+                    "positions": [-1, -2],
+                },
+                {"text": "The capital of France is Paris", "positions": [3, -1], "stream": True},
+            ]
+        }
+    )
+
     modelId: str | None = Field(None, max_length=200, description="The target model (optional).")
     nlaSourceId: SourceId = None
     text: str | None = Field(
@@ -115,6 +127,10 @@ class ExplainResponse(BaseModel):
 
 
 class CompletionRequest(_In):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"messages": [{"role": "user", "content": "Hello!"}]}]}
+    )
+
     modelId: str | None = Field(None, max_length=200)
     nlaSourceId: SourceId = None
     messages: list[ChatMessage] = Field(
@@ -177,6 +193,10 @@ class ExplainVectorResponse(BaseModel):
 
 
 class ScoreRequest(_In):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"vector": [0.5, -0.25], "label": "cats and sleep"}]}
+    )
+
     nlaSourceId: SourceId = None
     vector: list[FiniteFloat] = Field(min_length=1, max_length=MAX_D_MODEL)
     label: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
