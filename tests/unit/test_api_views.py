@@ -245,3 +245,20 @@ def test_the_openapi_document_and_docs_are_public(db):
     schema = Client().get("/api/v1/openapi.json").json()
     assert {"/api/v1/explain", "/api/v1/sources", "/api/v1/score"} <= set(schema["paths"])
     assert Client().get("/api/v1/docs").status_code == 200
+
+
+def test_the_api_modules_import_neither_torch_nor_the_sentence_embedder():
+    import subprocess
+    import sys
+
+    code = (
+        "import django, sys; django.setup();"
+        "import nlaweb.api.api, nlaweb.api.urls, nlaweb.api.pages, nlaweb.api.admin;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'torch', 'transformers', 'sentence_transformers'});"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
