@@ -8,16 +8,44 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.jobs import EngineFor, _save_snapshot, readable, registry_engine
-from workers.nla.errors import NlaError
+from workers.jobs import EngineFor, _save_snapshot, _turns, readable, registry_engine
+from workers.nla.errors import InputTooLong, NlaError
 
 log = logging.getLogger(__name__)
+
+
+class TemplateRefused(NlaError):
+    """The target's chat template raised on these messages (e.g. roles that must alternate)."""
 
 
 def error_code(error: BaseException) -> str:
     """What kind of failure, for the web side to pick a status: the NlaError's class name, else
     `WorkerError`."""
     return type(error).__name__ if isinstance(error, NlaError) else "WorkerError"
+
+
+def _check_length(engine: Any, count: int) -> None:
+    if count > engine.max_sequence_tokens:
+        raise InputTooLong(
+            f"This input has {count} tokens; the source accepts at most "
+            f"{engine.max_sequence_tokens}. Send a shorter one."
+        )
+
+
+def _tokenized(engine: Any, history: list[Any], raw: bool) -> Any:
+    """The tokens of the input, refused when too long or when the chat template refuses it."""
+    from jinja2 import TemplateError
+
+    try:
+        tokens = (
+            engine.tokenize_text(history[-1].content) if raw else engine.tokenize(_turns(history))
+        )
+    except TemplateError as error:
+        raise TemplateRefused(
+            f"The target's chat template refuses these messages: {error}"
+        ) from error
+    _check_length(engine, len(tokens.token_ids))
+    return tokens
 
 
 def _save_raw_snapshot(store: Any, engine: Any, leaf_id: str, source_id: str, text: str) -> None:
@@ -45,6 +73,7 @@ def run_tokenize(store: Any, job_id: str, engine_for: EngineFor = registry_engin
         leaf_id, raw = str(job.payload["leaf_id"]), bool(job.payload.get("raw_text"))
         history = store.tokenize_input(leaf_id)
         engine = engine_for(job.source_id)
+        _tokenized(engine, history, raw)  # refused before anything is stored
         if raw:
             _save_raw_snapshot(store, engine, leaf_id, job.source_id, history[-1].content)
         else:

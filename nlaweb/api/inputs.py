@@ -27,7 +27,7 @@ from nlaweb.jobs import enqueue
 from workers.contracts import TASK_TOKENIZE, api_job_group
 
 #: Worker failures that the request itself caused (a 400, not a 503).
-INPUT_ERRORS = {"InputTooLong", "PositionOutOfRange", "CheckpointIncompatible"}
+INPUT_ERRORS = {"InputTooLong", "PositionOutOfRange", "CheckpointIncompatible", "TemplateRefused"}
 
 
 @dataclass(frozen=True)

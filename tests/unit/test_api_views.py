@@ -262,3 +262,20 @@ def test_the_api_modules_import_neither_torch_nor_the_sentence_embedder():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_body_over_the_upload_limit_is_refused_with_413(key, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    detail = _error(_post("/explain-vector", {"vectors": [[0.5] * 500]}, key), 413)
+    assert detail == "The request body is too large; send fewer vectors."
+
+
+def test_a_failed_job_answers_400_when_the_input_caused_it_and_503_otherwise():
+    from nlaweb.api.errors import BadRequest, Unavailable
+    from nlaweb.api.inputs import job_failure
+    from nlaweb.api.models import ApiJob
+
+    too_long = job_failure(ApiJob(status="failed", error="Too long.", error_code="InputTooLong"))
+    assert isinstance(too_long, BadRequest) and too_long.detail == "Too long."
+    gone = job_failure(ApiJob(status="failed", error="No worker.", error_code="SourceNotServed"))
+    assert isinstance(gone, Unavailable) and gone.status == 503

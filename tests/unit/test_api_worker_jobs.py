@@ -106,3 +106,39 @@ def test_the_three_scores_equal_cosines_computed_from_the_engines_parts(engine):
     run_vectors(ApiStore(), str(job.pk), engine_for=lambda _: engine)
     job.refresh_from_db()
     assert job.result["nla_reconstructor"] == pytest.approx(scores["nla_reconstructor"], abs=1e-5)
+
+
+def _tokenize_job(engine, content: str, raw: bool, role: str = "user") -> ApiJob:
+    conversation = start_conversation(make_persona(f"t-{ApiJob.objects.count()}").user)
+    leaf = Message.objects.create(conversation=conversation, role=role, content=content)
+    job = _job("tokenize", engine.source.id, {"leaf_id": str(leaf.pk), "raw_text": raw})
+    run_tokenize(ApiStore(), str(job.pk), engine_for=lambda _: engine)
+    job.refresh_from_db()
+    return job
+
+
+def test_an_input_longer_than_the_source_accepts_is_refused_before_a_snapshot_is_stored(engine):
+    engine.max_sequence_tokens = 8
+    try:
+        job = _tokenize_job(engine, "My cat loves to sleep on the warm windowsill", raw=True)
+    finally:
+        engine.max_sequence_tokens = 2048
+    assert (job.status, job.error_code) == ("failed", "InputTooLong")
+    assert job.error.endswith("the source accepts at most 8. Send a shorter one.")
+    assert not Snapshot.objects.exists()
+
+
+def test_messages_the_chat_template_refuses_fail_with_the_templates_sentence(engine):
+    template = engine.target.tokenizer.chat_template
+    engine.target.tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Start with a user message.') }}"
+        "{% endif %}" + template
+    )
+    try:
+        job = _tokenize_job(engine, "Hi", raw=False, role="assistant")
+    finally:
+        engine.target.tokenizer.chat_template = template
+    assert (job.status, job.error_code) == ("failed", "TemplateRefused")
+    assert (
+        job.error == "The target's chat template refuses these messages: Start with a user message."
+    )
