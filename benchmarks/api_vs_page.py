@@ -25,23 +25,27 @@ import requests
 from websockets.sync.client import connect
 
 POSITIONS = 16
-MESSAGES = [
-    "Tell me about the history of glass in two sentences.",
-    "Tell me about the history of wool in two sentences.",
-    "Tell me about the history of honey in two sentences.",
-    "Tell me about the history of paper in two sentences.",
-    "Tell me about the history of coffee in two sentences.",
-    "Tell me about the history of sugar in two sentences.",
-    "Tell me about the history of tea in two sentences.",
-    "Tell me about the history of jam in two sentences.",
-    "Tell me about the history of bread in two sentences.",
-    "Tell me about the history of salt in two sentences.",
-    "Tell me about the history of rice in two sentences.",
-    "Tell me about the history of milk in two sentences.",
-    "Tell me about the history of soap in two sentences.",
-    "Tell me about the history of wine in two sentences.",
-    "Tell me about the history of silk in two sentences.",
+NOUNS = [
+    "tea",
+    "jam",
+    "bread",
+    "salt",
+    "rice",
+    "milk",
+    "soap",
+    "wine",
+    "silk",
+    "glass",
+    "wool",
+    "honey",
+    "paper",
+    "coffee",
+    "sugar",
+    "ink",
 ]
+#: One fresh conversation per measured explain: equal prefixes would be served from the worker's
+#: activation cache.
+MESSAGES = [f"Tell me about the history of {noun} in two sentences." for noun in NOUNS]
 
 
 class Client:
@@ -143,7 +147,8 @@ def main(base: str, rounds: int = 3) -> None:
             job = worker_seconds(cache_id)
             marks["overhead"] = marks["16th result"] - job
             figures[name].append({**marks, "rows created → last finished": job})
-            print(f"round {round_ + 1}, {name}: {figures[name][-1]}", flush=True)
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in figures[name][-1].items())
+            print(f"round {round_ + 1}, {name}: {shown}", flush=True)
     print(f"{POSITIONS} positions, {rounds} rounds, median (min–max) seconds")
     for name, runs in figures.items():
         cells = []
