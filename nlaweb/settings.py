@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "nlaweb.accounts",
     "nlaweb.chat",
     "nlaweb.explanations",
+    "nlaweb.api",
 ]
 
 MIDDLEWARE = [
@@ -200,6 +201,17 @@ NLA_DEVICE = env_str("NLA_DEVICE")
 NLA_DTYPE = env_str("NLA_DTYPE")
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 4000, minimum=1)
 REPLY_MAX_NEW_TOKENS = env_int("REPLY_MAX_NEW_TOKENS", 200, minimum=1)
+
+# Researcher API (/api/v1): hourly limits per user (overridable per user in the admin), how long a
+# request waits for the workers, and keyless use of the embedded default from the loopback only.
+API_EXPLAIN_PER_HOUR = env_int("API_EXPLAIN_PER_HOUR", 120, minimum=1)
+API_COMPLETION_PER_HOUR = env_int("API_COMPLETION_PER_HOUR", 240, minimum=1)
+API_WAIT_SECONDS = env_int("API_WAIT_SECONDS", 300, minimum=1)
+API_LOCAL_NO_KEY = env_bool("API_LOCAL_NO_KEY", default=False)
+if API_LOCAL_NO_KEY and not EMBEDDED:
+    raise ImproperlyConfigured(
+        "API_LOCAL_NO_KEY=1 is only for the embedded default (no REDIS_URL); unset it."
+    )
 
 LOGGING = {
     "version": 1,

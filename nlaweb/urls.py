@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import include, path
 
 from nlaweb.chat import edit_views as edits
 from nlaweb.chat import views as chat
@@ -64,6 +64,7 @@ urlpatterns = [
     ),
     path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first
     path("favicon.ico", favicon),
+    path("", include("nlaweb.api.urls")),
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),
     path("admin/", admin.site.urls),
 ]

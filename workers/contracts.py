@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 TASK_REPLY = "workers.reply"
 TASK_EXPLAIN = "workers.explain"
+TASK_TOKENIZE = "workers.tokenize"  # an API job: store the snapshot of a conversation or a raw text
+TASK_VECTORS = "workers.vectors"  # an API job: explain raw vectors, or score a label against one
 GPU_QUEUE = "gpu"
 
 #: The stages an explanation moves through, in order; the panel shows them as a progress list.
@@ -21,6 +23,11 @@ STAGES: tuple[str, ...] = ("queued", "loading", "capturing", "verbalizing", "sco
 def conversation_group(conversation_id: str) -> str:
     """The channel-layer group of one conversation (ASCII, < 100 chars)."""
     return f"conversation.{conversation_id.replace('-', '')}"
+
+
+def api_job_group(job_id: str) -> str:
+    """The channel-layer group where the worker announces that one API job row has finished."""
+    return f"apijob.{job_id.replace('-', '')}"
 
 
 class _Frame(BaseModel):
@@ -113,3 +120,12 @@ FRAME_TYPES: tuple[str, ...] = (
     "explanation.queued",
     "run.progress",
 )
+
+
+class ApiJobFinished(_Frame):
+    """Sent to `api_job_group(job_id)` when an API job row is done or failed: a hint, the row is the
+    truth. Not a browser frame (the conversation consumer never sees it)."""
+
+    type: Literal["apijob.finished"] = "apijob.finished"
+    job_id: str
+    status: Literal["done", "failed"]

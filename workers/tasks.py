@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 
-from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+from workers.contracts import TASK_EXPLAIN, TASK_REPLY, TASK_TOKENIZE, TASK_VECTORS
 from workers.nla.errors import NlaError
 from workers.sources import served_sources
 
@@ -65,3 +65,21 @@ def explain(task: Task, explanation_ids: list[str]) -> None:
     store = DjangoStore(job_id=task.request.id)
     with store.heartbeat():
         run_explain(store, explanation_ids, engine_for=_engine)
+
+
+@shared_task(name=TASK_TOKENIZE, ignore_result=True)
+def tokenize(job_id: str) -> None:
+    from workers.api_store import ApiStore
+    from workers.tokenize import run_tokenize
+
+    _configure_engines()
+    run_tokenize(ApiStore(job_id=tokenize.request.id), job_id)
+
+
+@shared_task(name=TASK_VECTORS, ignore_result=True)
+def vectors(job_id: str) -> None:
+    from workers.api_store import ApiStore
+    from workers.vectors import run_vectors
+
+    _configure_engines()
+    run_vectors(ApiStore(job_id=vectors.request.id), job_id)

@@ -101,6 +101,10 @@ class NlaEngine:
     ) -> TokenizedConversation:
         return self.target.tokenize(turns, add_generation_prompt=add_generation_prompt)
 
+    def tokenize_text(self, text: str) -> TokenizedConversation:
+        """`text` tokenized as it is (no chat template), as Neuronpedia's API does for `text`."""
+        return self.target.tokenize_text(text)
+
     def reply(
         self,
         turns: Sequence[ChatTurn],

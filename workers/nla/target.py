@@ -152,3 +152,16 @@ class TargetModel:
         """`[T, d]` float32: the output of block `layer` at every position of `token_ids`."""
         ids = torch.tensor([list(token_ids)], device=self.device)
         return capture_block_output(self.model, ids, layer)[0]
+
+    def tokenize_text(self, text: str) -> TokenizedConversation:
+        """Token ids of `text` as it is, no chat template (the tokenizer's own special tokens, such as
+        BOS, are added as for any prompt): the leading special tokens form a "template" span, the
+        rest one span of turn 0."""
+        ids = [int(i) for i in self.tokenizer(text, add_special_tokens=True)["input_ids"]]
+        lead = 0
+        while lead < len(ids) and ids[lead] in self._special:
+            lead += 1
+        spans = [MessageSpan(-1, "template", 0, lead)] if lead else []
+        spans.append(MessageSpan(0, "user", lead, len(ids)))
+        texts = [self.tokenizer.decode([i]) for i in ids]
+        return TokenizedConversation(ids, texts, spans)
