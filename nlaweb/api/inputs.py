@@ -12,19 +12,27 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from nlaweb.api.errors import BadRequest, NotFound, TimedOut, Unavailable
 from nlaweb.api.models import ApiInput, ApiJob
 from nlaweb.api.waiting import db_async, wait_for
 from nlaweb.chat.models import Conversation, Message, Snapshot
-from nlaweb.explanations.models import abandoned_before
 from nlaweb.jobs import enqueue
 from workers.contracts import TASK_TOKENIZE, api_job_group
+
+
+def abandoned_before() -> datetime:
+    """An API job still running that started before this lost its worker: every job is stopped by
+    its time limit (API jobs carry no heartbeat; the next request makes a new one)."""
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+
 
 #: Worker failures that the request itself caused (a 400, not a 503).
 INPUT_ERRORS = {"InputTooLong", "PositionOutOfRange", "CheckpointIncompatible", "TemplateRefused"}
