@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.live import REPO
+from tests.live import FIRST_JOB_S, REPO
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -55,12 +55,13 @@ document.addEventListener("DOMContentLoaded", () => {
 def _open_page(monkeypatch, width: int) -> Iterator[Page]:
     """A fresh headless Chromium page `width` px wide (the `page` fixture's body)."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
-    # expect() has its own 5 s default; a worker's first job imports torch and loads the models.
-    expect.set_options(timeout=60_000)
+    # expect() has its own 5 s default; a worker's first job imports torch and loads the models,
+    # which on 2 loaded cores can take minutes: the bound only ends a hung run.
+    expect.set_options(timeout=FIRST_JOB_S * 1000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": 900})
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(FIRST_JOB_S * 1000)
         page.add_init_script(PANEL_RECORDER)
         yield page
         # While Playwright's loop runs, Django keys its connections by context rather than by

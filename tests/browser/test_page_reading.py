@@ -185,7 +185,9 @@ def test_the_composer_sends_on_enter_and_breaks_lines_on_shift_enter(page: Page,
     expect(box).to_have_value("Hello\nworld")
     expect(page.locator('#composer [data-role="count"]')).to_have_text(re.compile(r"^11 / \d+$"))
     page.keyboard.press("Enter")
-    expect(page.locator("article.message.user")).to_contain_text("Hello\nworld")
+    expect(page.locator("article.message.user")).to_contain_text(
+        "Hello\nworld", use_inner_text=True
+    )
     expect(page.locator('#composer [data-role="count"]')).to_have_text(re.compile(r"^0 / \d+$"))
 
 

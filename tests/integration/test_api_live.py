@@ -24,7 +24,7 @@ from nlaweb.api.models import ApiKey, ApiLimits
 from nlaweb.api.ratelimit import forget_windows
 from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.models import Explanation
-from tests.live import REPO
+from tests.live import FIRST_JOB_S, REPO
 from tests.personas import make_persona
 from tests.tiny_models import D_MODEL
 
@@ -235,6 +235,6 @@ def test_no_input_makes_the_api_fail_with_a_server_error(stack):
                 k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"
             }
             case.headers = {**headers, "X-API-Key": key}
-            case.call_and_validate(base_url=stack.base_url, checks=FUZZ_CHECKS, timeout=120)
+            case.call_and_validate(base_url=stack.base_url, checks=FUZZ_CHECKS, timeout=FIRST_JOB_S)
 
         fuzz()
