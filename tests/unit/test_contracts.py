@@ -24,6 +24,7 @@ PINNED = {
         "fve",
         "relative_mse",
         "confidence",
+        "specificity",
     },
     "explanation.failed": {"type", "explanation_id", "error"},
 }
@@ -42,6 +43,7 @@ SAMPLES = {
         "fve": 0.5,
         "relative_mse": 0.5,
         "confidence": "low",
+        "specificity": 0.4,
     },
     "explanation.failed": {"explanation_id": "e", "error": "e"},
 }
