@@ -62,6 +62,7 @@ urlpatterns = [
         explanations.compare_with,
         name="compare_with",
     ),
+    path("accounts/", include("nlaweb.accounts.urls")),
     path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first
     path("favicon.ico", favicon),
     path("", include("nlaweb.api.urls")),
