@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "nlaweb.chat",
     "nlaweb.explanations",
     "nlaweb.api",
+    "nlaweb.share",
 ]
 
 MIDDLEWARE = [
@@ -60,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "nlaweb.share.framing.FrameAncestorsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
