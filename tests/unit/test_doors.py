@@ -1,0 +1,238 @@
+"""A stranger test for every door. Every URL pattern and websocket route is collected from the URL
+configuration and must be listed here: a door to a conversation's data (with the request that knocks
+on it) or a public page (with the reason). A new view without an entry fails the first test.
+
+A door is knocked on by a signed-in stranger and by an anonymous visitor: both get 404 and change
+nothing. Then the owner knocks the same way and gets in, so the 404s are about ownership, not about
+a wrong URL."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.test import Client
+from django.urls import URLResolver, get_resolver
+
+from nlaweb.chat.consumers import CLOSE_FORBIDDEN
+from nlaweb.chat.models import Conversation, Message, Snapshot
+from nlaweb.explanations.models import Explanation
+from nlaweb.share.models import Share
+from nlaweb.share.sharing import Pin, create_share
+from tests.sharing import explained_conversation
+
+
+@dataclass(frozen=True)
+class Knock:
+    method: str = "get"
+    data: dict[str, Any] = field(default_factory=dict)
+    owner_gets: int = 200  # what the owner's identical request answers
+
+    def send(self, client: Client, url: str) -> Any:
+        return getattr(client, self.method)(url, self.data)
+
+
+#: Doors to one conversation's data: a stranger gets 404 at each, whatever they send.
+DOORS: dict[str, list[Knock]] = {
+    "c/<uuid:conversation_id>/": [Knock()],
+    "c/<uuid:conversation_id>/send": [Knock("post", {"content": "hello"})],
+    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/explain": [Knock("post", {"position": "3"})],
+    "explanations/<uuid:explanation_id>/": [Knock()],
+    "c/<uuid:conversation_id>/share": [Knock(), Knock("post", {"pin": "2"}, owner_gets=302)],
+    "c/<uuid:conversation_id>/export": [Knock()],
+    "shares/<slug:share_id>/revoke": [Knock("post", owner_gets=302)],
+}
+
+_BY_LINK = "anyone with the link reads the frozen snapshot; tests/unit/test_share.py checks it shows nothing else"
+#: Pages anyone may open, and why that leaks nothing of anyone's conversations.
+PUBLIC: dict[str, str] = {
+    "": "home lists the visitor's own conversations only",
+    "c/new": "makes a new conversation of the visitor's own",
+    "import/": "makes a new conversation of the visitor's own from their file",
+    "shares/": "lists the visitor's own links only",
+    "s/<slug:share_id>": _BY_LINK,
+    "s/<slug:share_id>/embed": _BY_LINK,
+    "s/<slug:share_id>/explanations/<int:position>": _BY_LINK,
+    "s/<slug:share_id>/copy": _BY_LINK + ", into the visitor's own account",
+    "accounts/signup/": "account pages",
+    "accounts/login/": "account pages",
+    "accounts/logout/": "account pages",
+    "accounts/password/": "account pages (the signed-in user's own password)",
+    "accounts/password/done/": "account pages",
+    "healthz": "liveness probe",
+    "favicon.ico": "a redirect to a static file",
+}
+#: Staff only (Django's admin checks is_staff): a stranger is sent to the admin's login.
+STAFF_ONLY = {"admin/", "admin/nla-sources/"}
+
+#: Websocket routes that carry one conversation's frames.
+WS_DOORS = {"ws/conversations/<uuid:conversation_id>/"}
+
+
+def url_routes() -> set[str]:
+    def walk(patterns: list[Any], prefix: str) -> Any:
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if isinstance(pattern, URLResolver) and pattern.namespace != "admin":
+                yield from walk(pattern.url_patterns, route)
+            else:
+                yield route
+
+    return set(walk(get_resolver().url_patterns, ""))
+
+
+def websocket_routes() -> set[str]:
+    from nlaweb.asgi import websocket_urlpatterns
+
+    return {str(pattern.pattern) for pattern in websocket_urlpatterns}
+
+
+def test_every_url_pattern_is_a_door_with_a_stranger_test_or_listed_as_public():
+    routes = url_routes()
+    listed = set(DOORS) | set(PUBLIC) | STAFF_ONLY
+    unlisted = sorted(routes - listed)
+    assert not unlisted, (
+        f"URL patterns without a stranger test: {unlisted}. Add each to DOORS in {__file__} with "
+        "the request that knocks on it, or to PUBLIC with the reason anyone may open it."
+    )
+    assert not sorted(listed - routes), (
+        f"listed but not in the URL configuration: {sorted(listed - routes)}"
+    )
+    assert not set(DOORS) & set(PUBLIC)
+
+
+def test_every_websocket_route_has_a_stranger_test():
+    assert websocket_routes() == WS_DOORS
+
+
+@dataclass
+class World:
+    """One owner's rows, and the URL parameters that name them."""
+
+    owner: Any
+    params: dict[str, str]
+
+    def url(self, route: str) -> str:
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            assert name in self.params, f"no value for <{name}> of {route}: add it to the world"
+            return self.params[name]
+
+        return "/" + re.sub(r"<(?:\w+:)?(\w+)>", fill, route)
+
+
+@pytest.fixture
+def world(owner) -> World:
+    found = explained_conversation(owner.user)
+    share = create_share(found.conversation, Pin(2), "mine")
+    return World(
+        owner,
+        {
+            "conversation_id": str(found.conversation.id),
+            "snapshot_id": str(found.snapshot.id),
+            "explanation_id": str(found.explanations[2].id),
+            "share_id": share.id,
+        },
+    )
+
+
+def _state() -> list[Any]:
+    """Everything a knock could change."""
+    return [
+        get_user_model().objects.count(),
+        list(Conversation.objects.values_list("id", "owner_id", "head_id", "title")),
+        list(Message.objects.values_list("id", "content", "status")),
+        Snapshot.objects.count(),
+        list(Explanation.objects.values_list("id", "status", "stage")),
+        list(Share.objects.values_list("id", "revoked_at", "comment", "views")),
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("route", "knock"),
+    [(route, knock) for route, knocks in sorted(DOORS.items()) for knock in knocks],
+)
+def test_a_stranger_gets_404_at_every_door_and_changes_nothing(
+    route, knock, world, stranger, django_capture_on_commit_callbacks
+):
+    url = world.url(route)
+    before = _state()
+    for visitor in (stranger.client, Client()):
+        with django_capture_on_commit_callbacks() as callbacks:
+            response = knock.send(visitor, url)
+        assert response.status_code == 404, (route, knock, response.status_code)
+        assert callbacks == []  # no job enqueued
+    assert _state() == before
+    assert knock.send(world.owner.client, url).status_code == knock.owner_gets
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", sorted(STAFF_ONLY))
+def test_a_stranger_is_sent_to_the_admin_login_from_staff_pages(route, stranger):
+    for visitor in (stranger.client, Client()):
+        response = visitor.get("/" + route)
+        assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+# -- websockets -------------------------------------------------------------------------------------
+async def _connect(
+    application: Any, path: str, user: Any = None, headers: Any = ()
+) -> tuple[bool, Any]:
+    communicator = WebsocketCommunicator(application, path, headers=list(headers))
+    if user is not None:
+        communicator.scope["user"] = user
+    connected, detail = await communicator.connect(timeout=30)
+    if connected:
+        await communicator.disconnect(timeout=30)
+    return connected, detail
+
+
+@pytest.fixture
+def in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("in_memory_layer")
+@pytest.mark.parametrize("route", sorted(WS_DOORS))
+def test_a_stranger_cannot_open_a_conversations_websocket(route, world, stranger):
+    from nlaweb.asgi import websocket_urlpatterns
+
+    router = URLRouter(websocket_urlpatterns)
+    path = world.url(route)
+    for user in (stranger.user, AnonymousUser()):
+        assert async_to_sync(_connect)(router, path, user) == (False, CLOSE_FORBIDDEN)
+    assert async_to_sync(_connect)(router, path, world.owner.user)[0]
+
+
+def _cookie(user: Any) -> tuple[bytes, bytes]:
+    client = Client()
+    client.force_login(user)
+    return b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("in_memory_layer")
+def test_the_asgi_app_refuses_a_strangers_session_and_a_foreign_origin(world, stranger):
+    """The whole websocket stack of nlaweb.asgi (origin check, session auth, router, consumer)."""
+    from nlaweb.asgi import application
+
+    path = world.url(sorted(WS_DOORS)[0])
+    origin = (b"origin", b"http://127.0.0.1")
+    assert async_to_sync(_connect)(application, path, headers=[origin, _cookie(stranger.user)]) == (
+        False,
+        CLOSE_FORBIDDEN,
+    )
+    assert async_to_sync(_connect)(application, path, headers=[origin]) == (False, CLOSE_FORBIDDEN)
+    owner = _cookie(world.owner.user)
+    assert async_to_sync(_connect)(application, path, headers=[origin, owner])[0]
+    foreign = (b"origin", b"http://evil.example")
+    assert not async_to_sync(_connect)(application, path, headers=[foreign, owner])[0]
