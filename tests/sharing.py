@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from nlaweb.share import revisions
 from tests.factories import snapshot_of
 
 SOURCE_ID = "tiny-local-l1"
+ID_KEYS = {"id", "parent", "head", "leaf", "snapshot", "message_id"}
 TWO_PARAGRAPHS = "A cat, the pet.\n\nSleep and warmth nearby."
 
 
@@ -91,3 +93,19 @@ def explained_conversation(owner, positions: tuple[int, ...] = (2, 8)) -> Explai
     conversation = start_conversation(owner)
     snapshot = snapshot_of(conversation)
     return Explained(conversation, snapshot, {p: finished(snapshot, p) for p in positions})
+
+
+def normalized(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with ids numbered by first appearance and every time left out."""
+    numbers: dict[str, int] = {}
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items() if not k.endswith("_at")}
+        if isinstance(value, list):
+            return [walk(v, key) for v in value]
+        if key in ID_KEYS and isinstance(value, str):
+            return numbers.setdefault(value, len(numbers))
+        return value
+
+    return walk(document)

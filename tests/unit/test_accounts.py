@@ -87,7 +87,8 @@ def test_a_guest_who_signs_up_keeps_the_same_user_and_conversations():
 )
 def test_sign_up_applies_djangos_password_validators(password, sentence):
     response = Client().post(
-        reverse("signup"), {"username": "ada-lovelace", "password1": password, "password2": password}
+        reverse("signup"),
+        {"username": "ada-lovelace", "password1": password, "password2": password},
     )
     assert response.status_code == 200
     assert sentence in response.content.decode()
@@ -141,7 +142,8 @@ def test_changing_the_password_keeps_the_session_and_the_new_one_works():
     ada.refresh_from_db()
     assert ada.check_password(new)
     wrong = client.post(
-        reverse("password_change"), {"old_password": STRONG, "new_password1": new, "new_password2": new}
+        reverse("password_change"),
+        {"old_password": STRONG, "new_password1": new, "new_password2": new},
     )
     assert "Your old password was entered incorrectly." in wrong.content.decode()
 

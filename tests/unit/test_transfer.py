@@ -23,11 +23,9 @@ from nlaweb.share.transfer import (
     import_bytes,
 )
 from nlaweb.sources import get_source
-from tests.sharing import SOURCE_ID, finished, local_source  # noqa: F401
+from tests.sharing import SOURCE_ID, finished, local_source, normalized  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("local_source")]
-
-ID_KEYS = {"id", "parent", "head", "leaf", "snapshot", "message_id"}
 
 
 def _turn(conversation, parent, role: str, content: str, **fields) -> Message:
@@ -91,22 +89,6 @@ def branched(owner) -> Conversation:
     conversation.head = writing
     conversation.save()
     return conversation
-
-
-def normalized(document: dict[str, Any]) -> dict[str, Any]:
-    """The document with ids numbered by first appearance and every time left out."""
-    numbers: dict[str, int] = {}
-
-    def walk(value: Any, key: str = "") -> Any:
-        if isinstance(value, dict):
-            return {k: walk(v, k) for k, v in value.items() if not k.endswith("_at")}
-        if isinstance(value, list):
-            return [walk(v, key) for v in value]
-        if key in ID_KEYS and isinstance(value, str):
-            return numbers.setdefault(value, len(numbers))
-        return value
-
-    return walk(document)
 
 
 def _export(conversation) -> dict[str, Any]:
