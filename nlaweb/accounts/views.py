@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods
 
-from nlaweb.accounts.forms import SignupForm
+from nlaweb.accounts.forms import NewPasswordForm, SignupForm
 from nlaweb.accounts.guests import adopt_conversations, is_guest, keep_as_account
 
 _BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -53,6 +53,7 @@ class LogoutView(auth_views.LogoutView):
 
 class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "accounts/password_change.html"
+    form_class = NewPasswordForm
     success_url = reverse_lazy("password_change_done")
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:

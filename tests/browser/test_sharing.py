@@ -313,3 +313,26 @@ def test_a_comment_with_a_script_tag_renders_as_text(page: Page, stack, owner, f
     expect(page.locator(".comment-cell").first).to_have_text(comment)
     assert dialogs == []
     screenshot(reader, "share-script-comment")
+
+
+def test_a_guest_signs_up_from_the_header_and_keeps_their_conversation(page: Page, stack):
+    _start_conversation(page, stack)
+    conversation_id = _conversation_id(page)
+    expect(page.locator(".account")).to_contain_text("guest")
+    page.get_by_role("link", name="Sign up", exact=True).click()
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password", exact=True).fill("violet-harbour-71")
+    page.get_by_label("Password confirmation").fill("violet-harbour-71")
+    screenshot(page, "account-signup")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.locator(".account .user")).to_have_text("ada")
+    expect(page.locator(f'a[href="/c/{conversation_id}/"]')).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("link", name="Log in")).to_be_visible()
+    expect(page.locator(f'a[href="/c/{conversation_id}/"]')).to_have_count(0)
+    page.get_by_role("link", name="Log in").click()
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill("violet-harbour-71")
+    screenshot(page, "account-login")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(f'a[href="/c/{conversation_id}/"]')).to_be_visible()
