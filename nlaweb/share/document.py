@@ -21,6 +21,7 @@ SourceId = Annotated[str, Field(min_length=1, max_length=100)]
 #: Positions and token ids fit the database's 32-bit integer columns.
 Position = Annotated[int, Field(ge=0, lt=2**31)]
 TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+Int32 = Annotated[int, Field(ge=-(2**31), lt=2**31)]
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,9 @@ class MessageDoc(_Strict):
     status: Literal["done", "failed"]
     error: str = ""
     truncated: bool = False
+    origin: Literal["written", "edited", "regenerated", "continued"] = "written"
+    temperature: float = Field(default=0.0, ge=0)
+    seed: Int32 = 0
     created_at: datetime
 
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from nlaweb.chat.conversation import ThreadView, thread_view
+from nlaweb.chat.conversation import ThreadView, shown_leaf, thread_view
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import explained_rows
@@ -42,9 +42,9 @@ class Pin:
     paragraph: int | None = None  # 0-based; None pins the whole explanation
 
 
-def page_snapshot(conversation: Conversation) -> Snapshot | None:
-    """The snapshot the owner's page shows now (the current branch)."""
-    return thread_view(conversation).snapshot
+def page_snapshot(conversation: Conversation, at: str | None = None) -> Snapshot | None:
+    """The snapshot the owner's page shows now: the branch its `at` names, else the head's."""
+    return thread_view(conversation, shown_leaf(conversation, at)).snapshot
 
 
 def finished_explanations(snapshot: Snapshot) -> dict[int, Explanation]:
@@ -54,10 +54,13 @@ def finished_explanations(snapshot: Snapshot) -> dict[int, Explanation]:
     }
 
 
-def create_share(conversation: Conversation, pin: Pin | None, comment: str) -> Share:
-    """A new link to the page's snapshot and its finished explanations; ShareRejected (a sentence)
-    when there is nothing to share or the pin names no finished explanation."""
-    snapshot = page_snapshot(conversation)
+def create_share(
+    conversation: Conversation, pin: Pin | None, comment: str, at: str | None = None
+) -> Share:
+    """A new link to the snapshot the page shows (the branch `at` names, else the head's) and its
+    finished explanations; ShareRejected (a sentence) when there is nothing to share or the pin
+    names no finished explanation."""
+    snapshot = page_snapshot(conversation, at)
     if snapshot is None:
         raise ShareRejected("Send a message first: there is nothing to share yet.")
     rows = finished_explanations(snapshot)

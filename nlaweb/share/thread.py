@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nlaweb.chat.conversation import Chip, RenderedMessage, ThreadView
+from nlaweb.chat.conversation import Branches, Chip, RenderedMessage, ThreadView
 from nlaweb.chat.models import Snapshot
 from nlaweb.chat.tokens import Token, message_tokens, template_tokens
 from nlaweb.explanations.models import Explanation
+
+#: A share shows one branch: no alternatives to switch to.
+ONE_BRANCH = Branches(index=1, count=1, previous=None, next=None)
 
 
 def snapshot_thread(snapshot: Snapshot, explained: Mapping[int, Explanation]) -> ThreadView:
@@ -24,15 +27,17 @@ def snapshot_thread(snapshot: Snapshot, explained: Mapping[int, Explanation]) ->
         ]
 
     spans = snapshot.spans_by_message()
+    path = snapshot.leaf.path()
     rendered = []
-    for number, message in enumerate(snapshot.leaf.path(), start=1):
+    for number, message in enumerate(path, start=1):
         span = spans.get(str(message.id))
         tokens = (
             message_tokens(ids, texts, span["start"], span["end"], message.content)
             if span
             else None
         )
-        rendered.append(RenderedMessage(message, chips(tokens) if tokens else None, number))
+        chipped = chips(tokens) if tokens else None
+        rendered.append(RenderedMessage(message, chipped, number, ONE_BRANCH, number == len(path)))
     message_spans = [s for s in snapshot.spans if s["message_id"]]
     first = min((s["start"] for s in message_spans), default=0)
     last = max((s["end"] for s in message_spans), default=0)

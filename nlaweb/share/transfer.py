@@ -138,6 +138,9 @@ def _message_doc(m: Message) -> MessageDoc:
             "status": m.status,
             "error": m.error,
             "truncated": m.truncated,
+            "origin": m.origin,
+            "temperature": m.temperature,
+            "seed": m.seed,
             "created_at": m.created_at,
         }
     )
@@ -327,6 +330,9 @@ def _message(
         status=m.status,
         error=m.error,
         truncated=m.truncated,
+        origin=m.origin,
+        temperature=m.temperature,
+        seed=m.seed,
     )
 
 

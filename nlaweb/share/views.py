@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -56,16 +57,16 @@ def _link(request: HttpRequest, share: Share) -> str:
 @require_http_methods(["GET", "POST"])
 def share_new(request: HttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
-    snapshot = page_snapshot(conversation)
+    at = request.POST.get("at") or request.GET.get("at") or None  # the branch the page showed
+    snapshot = page_snapshot(conversation, at)
     rows = finished_explanations(snapshot) if snapshot else {}
     pinned = suggested_pin(conversation, rows, request.GET.get("open", ""))
     initial = {"pin": pin_value(pinned) if pinned is not None else ""}
     form = ShareForm(request.POST or None, explanations=rows, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            share = create_share(
-                conversation, form.cleaned_data["pin"], form.cleaned_data["comment"]
-            )
+            pin, comment = form.cleaned_data["pin"], form.cleaned_data["comment"]
+            share = create_share(conversation, pin, comment, at)
         except ShareRejected as exc:
             form.add_error(None, str(exc))
         else:
@@ -73,6 +74,7 @@ def share_new(request: HttpRequest, conversation_id: str) -> HttpResponse:
     context = {
         "conversation": conversation,
         "snapshot": snapshot,
+        "at": at or "",
         "options": pin_options(rows),
         "form": form,
     }
@@ -145,6 +147,7 @@ def _page(request: HttpRequest, share_id: str, template: str, gone: str) -> Http
         "panel": panel_context(page.open),
         "open_positions": page.open_positions,
         "pinned_position": share.pinned_position,
+        "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
         "link": _link(request, share),
         "is_owner": share.conversation.owner_id == request.user.pk,
     }

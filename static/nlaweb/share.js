@@ -2,8 +2,8 @@
 // - the shared page and its embed ([data-share-root]): a click (or Enter) on a tinted token shows the
 //   explanation frozen into the link (server-rendered panel, GET, no GPU work); untinted tokens have
 //   none and are not buttons. The URL keeps what is open (?open=<explanation id>), as on the owner's page.
-// - the owner's conversation page: the Share link carries the open explanations, so the token being
-//   read is the one offered as the pin.
+// - the owner's conversation page: the Share link carries the branch shown (?at=) and the open
+//   explanations, so the branch and the token being read are what gets shared and pinned.
 // - the list of shared links: copy buttons, and a confirmation before revoking.
 (() => {
   "use strict";
@@ -45,8 +45,9 @@
     }
     const share = event.target.closest?.('a[data-role="share"]');
     if (share) {
-      const open = new URLSearchParams(location.search).get("open");
-      if (open) share.href = `${share.href.split("?")[0]}?open=${open}`;
+      const query = new URLSearchParams(location.search);
+      const carried = ["at", "open"].filter((k) => query.get(k)).map((k) => `${k}=${query.get(k)}`);
+      share.href = share.href.split("?")[0] + (carried.length ? `?${carried.join("&")}` : "");
       return;
     }
     const copy = event.target.closest?.("[data-copy]");

@@ -23,7 +23,7 @@ from django.urls import URLResolver, get_resolver
 
 from nlaweb.chat.consumers import CLOSE_FORBIDDEN
 from nlaweb.chat.models import Conversation, Message, Snapshot
-from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.share.models import Share
 from nlaweb.share.sharing import Pin, create_share
 from tests.sharing import explained_conversation
@@ -35,16 +35,34 @@ class Knock:
     data: dict[str, Any] = field(default_factory=dict)
     owner_gets: int = 200  # what the owner's identical request answers
 
-    def send(self, client: Client, url: str) -> Any:
-        return getattr(client, self.method)(url, self.data)
+    def send(self, client: Client, url: str, params: dict[str, str]) -> Any:
+        """The request, with `<name>` values of the form data filled from the world's params."""
+        data = {k: params.get(v[1:-1], v) if v.startswith("<") else v for k, v in self.data.items()}
+        return getattr(client, self.method)(url, data)
 
 
 #: Doors to one conversation's data: a stranger gets 404 at each, whatever they send.
 DOORS: dict[str, list[Knock]] = {
     "c/<uuid:conversation_id>/": [Knock()],
     "c/<uuid:conversation_id>/send": [Knock("post", {"content": "hello"})],
+    "c/<uuid:conversation_id>/branch": [Knock("post", {"to": "<message_id>"})],
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/edit": [Knock()],
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/save": [Knock("post", {"content": "mine now"})],
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/regenerate": [
+        Knock("post", {"temperature": "0.7", "seed": "3"})
+    ],
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/continue": [Knock("post")],
     "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/explain": [Knock("post", {"position": "3"})],
+    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/explain-all": [
+        Knock("post")
+    ],
     "explanations/<uuid:explanation_id>/": [Knock()],
+    "explanations/<uuid:explanation_id>/cancel": [Knock("post")],
+    "explanations/<uuid:explanation_id>/compare": [Knock()],
+    "explanations/<uuid:explanation_id>/compare/<uuid:snapshot_id>": [
+        Knock("post", {"position": "2"})
+    ],
+    "runs/<uuid:run_id>/cancel": [Knock("post")],
     "c/<uuid:conversation_id>/share": [Knock(), Knock("post", {"pin": "2"}, owner_gets=302)],
     "c/<uuid:conversation_id>/export": [Knock()],
     "shares/<slug:share_id>/revoke": [Knock("post", owner_gets=302)],
@@ -132,12 +150,16 @@ class World:
 def world(owner) -> World:
     found = explained_conversation(owner.user)
     share = create_share(found.conversation, Pin(2), "mine")
+    reply = found.snapshot.leaf
+    run = ExplainRun.objects.create(snapshot=found.snapshot, message=reply, positions=[6, 7])
     return World(
         owner,
         {
             "conversation_id": str(found.conversation.id),
             "snapshot_id": str(found.snapshot.id),
+            "message_id": str(reply.id),
             "explanation_id": str(found.explanations[2].id),
+            "run_id": str(run.id),
             "share_id": share.id,
         },
     )
@@ -151,6 +173,7 @@ def _state() -> list[Any]:
         list(Message.objects.values_list("id", "content", "status")),
         Snapshot.objects.count(),
         list(Explanation.objects.values_list("id", "status", "stage")),
+        list(ExplainRun.objects.values_list("id", "fed", "cancelled")),
         list(Share.objects.values_list("id", "revoked_at", "comment", "views")),
     ]
 
@@ -167,11 +190,11 @@ def test_a_stranger_gets_404_at_every_door_and_changes_nothing(
     before = _state()
     for visitor in (stranger.client, Client()):
         with django_capture_on_commit_callbacks() as callbacks:
-            response = knock.send(visitor, url)
+            response = knock.send(visitor, url, world.params)
         assert response.status_code == 404, (route, knock, response.status_code)
         assert callbacks == []  # no job enqueued
     assert _state() == before
-    assert knock.send(world.owner.client, url).status_code == knock.owner_gets
+    assert knock.send(world.owner.client, url, world.params).status_code == knock.owner_gets
 
 
 @pytest.mark.django_db

@@ -265,3 +265,25 @@ def test_the_conversation_page_offers_share_and_export(owner):
     assert f'href="{reverse("share_new", args=[found.conversation.id])}"' in page
     assert f'href="{reverse("export", args=[found.conversation.id])}"' in page
     assert Message.objects.count() == 2
+
+
+def test_the_link_shows_the_branch_the_owners_page_showed(owner):
+    found = explained_conversation(owner.user)
+    first_reply = found.snapshot.leaf
+    # An edit of the first message makes another branch, and the head moves to it.
+    other = snapshot_of(
+        found.conversation, [("user", "My dog", 6), ("assistant", "Dogs run.", 6)], first_token=500
+    )
+    finished(other, 3)
+    assert found.conversation.head == other.leaf
+    url = reverse("share_new", args=[found.conversation.id])
+    form = owner.client.get(url, {"at": str(first_reply.id)}).content.decode()
+    assert f'name="at" value="{first_reply.id}"' in form
+    owner.client.post(url, {"at": str(first_reply.id), "pin": "8", "comment": ""})
+    owner.client.post(url, {"pin": "3", "comment": ""})
+    on_first, on_head = Share.objects.order_by("created_at")
+    assert (on_first.snapshot, on_first.pinned_position) == (found.snapshot, 8)
+    assert (on_head.snapshot, on_head.pinned_position) == (other, 3)
+    page = Client().get(reverse("share_view", args=[on_first.id])).content.decode()
+    assert "t100" in page and "t500" not in page
+    assert 'class="branches"' not in page and "Edit</button>" not in page  # read-only, one branch

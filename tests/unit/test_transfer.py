@@ -76,6 +76,15 @@ def branched(owner) -> Conversation:
     writing = _turn(
         conversation, Message.objects.get(content="More?"), "assistant", "", status="generating"
     )
+    _turn(
+        conversation,
+        first,
+        "assistant",
+        "Cats purr.",
+        origin="regenerated",
+        temperature=0.7,
+        seed=5,
+    )
     a, b = _snapshot(reply), _snapshot(edited)
     c = _snapshot(answer)
     finished(a, 2)
@@ -119,7 +128,22 @@ def test_an_export_holds_every_branch_and_the_sources_checkpoint_revisions(owner
         }
     ]
     contents = [m["content"] for m in document["messages"]]
-    assert contents == ["My cat", "Cats nap.", "Why?", "Warmth.\n\nSafety.", "More?", "My dog", ""]
+    assert contents == [
+        "My cat",
+        "Cats nap.",
+        "Why?",
+        "Warmth.\n\nSafety.",
+        "More?",
+        "Cats purr.",
+        "My dog",
+        "",
+    ]
+    regenerated = document["messages"][5]
+    assert (regenerated["origin"], regenerated["temperature"], regenerated["seed"]) == (
+        "regenerated",
+        0.7,
+        5,
+    )
     assert len(document["snapshots"]) == 3
     # Finished rows only (a queued one has nothing to show); the reply being written is left out
     # and the head falls back to the message before it.
