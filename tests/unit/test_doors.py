@@ -8,6 +8,7 @@ a wrong URL."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.test import Client
 from django.urls import URLResolver, get_resolver
 
+from nlaweb.api.models import ApiKey
+from nlaweb.api.ratelimit import forget_windows
 from nlaweb.chat.consumers import CLOSE_FORBIDDEN
 from nlaweb.chat.models import Conversation, Message, Snapshot
 from nlaweb.explanations.models import ExplainRun, Explanation
@@ -32,13 +35,25 @@ from tests.sharing import explained_conversation
 @dataclass(frozen=True)
 class Knock:
     method: str = "get"
+    #: Form data (or the JSON body of an API call); a value `<name>` is the world's parameter.
     data: dict[str, Any] = field(default_factory=dict)
     owner_gets: int = 200  # what the owner's identical request answers
+    anonymous_gets: int = 404  # an API call without a key is 401; a login_required page redirects
+    api: bool = False  # a JSON body, and the caller's own API key in X-API-Key
 
-    def send(self, client: Client, url: str, params: dict[str, str]) -> Any:
-        """The request, with `<name>` values of the form data filled from the world's params."""
-        data = {k: params.get(v[1:-1], v) if v.startswith("<") else v for k, v in self.data.items()}
-        return getattr(client, self.method)(url, data)
+    def send(self, client: Client, url: str, params: dict[str, Any], key: str = "") -> Any:
+        data = {k: _filled(v, params) for k, v in self.data.items()}
+        if not self.api:
+            return getattr(client, self.method)(url, data)
+        headers = {"HTTP_X_API_KEY": key} if key else {}
+        body = json.dumps(data)
+        return getattr(client, self.method)(url, body, content_type="application/json", **headers)
+
+
+def _filled(value: Any, params: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
+        return params[value[1:-1]]
+    return value
 
 
 #: Doors to one conversation's data: a stranger gets 404 at each, whatever they send.
@@ -66,6 +81,15 @@ DOORS: dict[str, list[Knock]] = {
     "c/<uuid:conversation_id>/share": [Knock(), Knock("post", {"pin": "2"}, owner_gets=302)],
     "c/<uuid:conversation_id>/export": [Knock()],
     "shares/<slug:share_id>/revoke": [Knock("post", owner_gets=302)],
+    "api/v1/explain": [
+        Knock(
+            "post",
+            {"cacheId": "<conversation_id>", "positions": [2]},
+            anonymous_gets=401,
+            api=True,
+        )
+    ],
+    "account/api-keys/<int:key_id>/revoke": [Knock("post", owner_gets=302, anonymous_gets=302)],
 }
 
 _BY_LINK = "anyone with the link reads the frozen snapshot; tests/unit/test_share.py checks it shows nothing else"
@@ -85,6 +109,14 @@ PUBLIC: dict[str, str] = {
     "accounts/password/": "account pages (the signed-in user's own password)",
     "accounts/password/done/": "account pages",
     "healthz": "liveness probe",
+    "account/api-keys": "the signed-in user's own keys (tests/unit/test_api_views.py)",
+    "api/v1/": "the API's root",
+    "api/v1/docs": "the API's documentation",
+    "api/v1/openapi.json": "the API's documentation",
+    "api/v1/sources": "the configured sources, for any key holder",
+    "api/v1/completion": "a reply to the caller's own messages, in a new conversation of theirs",
+    "api/v1/explain-vector": "the caller's own vectors",
+    "api/v1/score": "the caller's own vector and label",
     "favicon.ico": "a redirect to a static file",
 }
 #: Staff only (Django's admin checks is_staff): a stranger is sent to the admin's login.
@@ -136,6 +168,7 @@ class World:
 
     owner: Any
     params: dict[str, str]
+    owner_key: str  # the owner's API key
 
     def url(self, route: str) -> str:
         def fill(match: re.Match[str]) -> str:
@@ -148,8 +181,10 @@ class World:
 
 @pytest.fixture
 def world(owner) -> World:
+    forget_windows()  # the API's rate windows live in Redis, beyond the test's transaction
     found = explained_conversation(owner.user)
     share = create_share(found.conversation, Pin(2), "mine")
+    key, raw_key = ApiKey.objects.issue(owner.user, "doors")
     reply = found.snapshot.leaf
     run = ExplainRun.objects.create(snapshot=found.snapshot, message=reply, positions=[6, 7])
     return World(
@@ -161,7 +196,9 @@ def world(owner) -> World:
             "explanation_id": str(found.explanations[2].id),
             "run_id": str(run.id),
             "share_id": share.id,
+            "key_id": str(key.pk),
         },
+        raw_key,
     )
 
 
@@ -175,6 +212,7 @@ def _state() -> list[Any]:
         list(Explanation.objects.values_list("id", "status", "stage")),
         list(ExplainRun.objects.values_list("id", "fed", "cancelled")),
         list(Share.objects.values_list("id", "revoked_at", "comment", "views")),
+        list(ApiKey.objects.values_list("id", "revoked_at")),
     ]
 
 
@@ -184,17 +222,23 @@ def _state() -> list[Any]:
     [(route, knock) for route, knocks in sorted(DOORS.items()) for knock in knocks],
 )
 def test_a_stranger_gets_404_at_every_door_and_changes_nothing(
-    route, knock, world, stranger, django_capture_on_commit_callbacks
+    route, knock, world, stranger, settings, django_capture_on_commit_callbacks
 ):
+    settings.API_WAIT_SECONDS = 1  # no worker here: an API answer shows the rows as they stand
     url = world.url(route)
+    strangers_key = ApiKey.objects.issue(stranger.user, "knocking")[1]
     before = _state()
-    for visitor in (stranger.client, Client()):
+    for visitor, key, expected in (
+        (stranger.client, strangers_key, 404),
+        (Client(), "", knock.anonymous_gets),
+    ):
         with django_capture_on_commit_callbacks() as callbacks:
-            response = knock.send(visitor, url, world.params)
-        assert response.status_code == 404, (route, knock, response.status_code)
+            response = knock.send(visitor, url, world.params, key)
+        assert response.status_code == expected, (route, knock, response.status_code)
         assert callbacks == []  # no job enqueued
     assert _state() == before
-    assert knock.send(world.owner.client, url, world.params).status_code == knock.owner_gets
+    response = knock.send(world.owner.client, url, world.params, world.owner_key)
+    assert response.status_code == knock.owner_gets, (route, response.status_code)
 
 
 @pytest.mark.django_db
