@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "nlaweb.chat",
     "nlaweb.explanations",
     "nlaweb.api",
+    "nlaweb.share",
 ]
 
 MIDDLEWARE = [
@@ -58,9 +59,9 @@ MIDDLEWARE = [
     "nlaweb.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "nlaweb.accounts.middleware.GuestUserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "nlaweb.share.framing.FrameAncestorsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -77,6 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "nlaweb.accounts.context.account",
             ],
         },
     }
@@ -105,9 +107,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
-LOGIN_URL = "/admin/login/"
+# Visitors are guests until they sign up; a guest account is made on their first POST
+# (nlaweb.accounts.guests.guest_on_post), never on a GET.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -62,6 +62,8 @@ urlpatterns = [
         explanations.compare_with,
         name="compare_with",
     ),
+    path("", include("nlaweb.share.urls")),
+    path("accounts/", include("nlaweb.accounts.urls")),
     path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first
     path("favicon.ico", favicon),
     path("", include("nlaweb.api.urls")),

@@ -74,6 +74,7 @@ class ExplanationDone(_Frame):
     fve: float | None
     relative_mse: float | None
     confidence: str | None
+    specificity: float | None  # fraction of the source's reference pool rebuilt worse (ties half)
 
 
 class ExplanationQueued(_Frame):

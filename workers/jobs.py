@@ -224,6 +224,7 @@ def _result_fields(result: Any, template_end: int) -> dict[str, Any]:
         "fve": f.fve,
         "relative_mse": f.relative_mse,
         "confidence": f.confidence or "",
+        "specificity": f.specificity,
         "l2_norm": result.l2_norm,
         "warnings": warnings_for(result, template_end),
         "error": "",
@@ -281,4 +282,5 @@ def _done_frame(explanation_id: str, result: Any) -> ExplanationDone:
         fve=f.fve,
         relative_mse=f.relative_mse,
         confidence=f.confidence,
+        specificity=f.specificity,
     )

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from nlaweb.accounts.guests import guest_on_post
 from nlaweb.chat.conversation import (
     ReplyInProgress,
     send_message,
@@ -37,6 +38,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@guest_on_post  # a visitor's first conversation makes their guest account, never a GET
 def new_conversation(request: HttpRequest) -> HttpResponse:
     conversation = start_conversation(request.user)  # type: ignore[arg-type]
     return redirect("conversation", conversation_id=conversation.id)

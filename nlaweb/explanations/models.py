@@ -66,6 +66,9 @@ class Explanation(models.Model):
     fve = models.FloatField(null=True, blank=True)
     relative_mse = models.FloatField(null=True, blank=True)
     confidence = models.CharField(max_length=16, blank=True)
+    #: Fraction of the source's reference explanations whose reconstruction of this activation is
+    #: worse than this one's (workers/nla/specificity.py); None while the pool is too small.
+    specificity = models.FloatField(null=True, blank=True)
     l2_norm = models.FloatField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)

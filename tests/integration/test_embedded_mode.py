@@ -71,6 +71,8 @@ def test_the_embedded_default_chats_and_explains_without_postgres_or_redis(
         headers = {"X-CSRFToken": http.cookies["csrftoken"], "Origin": base}
         page = http.post(base + "/c/new", headers=headers)
         conversation_id = re.search(r"/c/([0-9a-f-]{36})/", page.url).group(1)
+        # That POST made the guest account, and logging it in rotated the CSRF token.
+        headers["X-CSRFToken"] = http.cookies["csrftoken"]
         cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
         ws_url = f"ws://127.0.0.1:{port}/ws/conversations/{conversation_id}/"
         with connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base}) as ws:

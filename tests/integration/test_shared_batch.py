@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import torch
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
@@ -19,6 +20,8 @@ from tests.tiny_models import build_tiny_source
 from workers.contracts import FRAME_ADAPTER, conversation_group
 from workers.jobs import run_explain
 from workers.nla.engine import NlaEngine
+from workers.nla.reference_pool import ReferencePool
+from workers.nla.scoring import confidence
 from workers.nla.types import GenerationSettings, NoProgress
 from workers.store import DjangoStore
 
@@ -100,6 +103,24 @@ def test_one_job_explains_other_users_queued_rows_of_its_source_in_the_same_batc
     run_explain(DjangoStore(), [str(theirs.id)], engine_for=lambda _: engine)
     theirs_again = Explanation.objects.get(pk=theirs.pk)
     assert theirs_again.finished_at == theirs.finished_at
+
+
+def test_the_stored_row_and_its_done_frame_carry_the_specificity(engine):
+    width = engine.reconstructor.meta.d_model
+    engine.pool = ReferencePool(width)
+    engine.pool.add(torch.randn(40, width, generator=torch.Generator().manual_seed(0)), [None] * 40)
+    conversation, row = _queued("dave", engine.source.id, 8, ExplainSettings())
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(conversation_group(str(conversation.id)), channel)
+
+    run_explain(DjangoStore(), [str(row.id)], engine_for=lambda _: engine)
+
+    row.refresh_from_db()
+    done = _frames(layer, channel)[-1]
+    assert row.status == "done" and row.specificity is not None and 0.0 <= row.specificity <= 1.0
+    assert (done.type, done.specificity) == ("explanation.done", row.specificity)
+    assert row.confidence == confidence(row.relative_mse, row.specificity)
 
 
 def test_a_running_row_is_taken_back_only_after_its_time_limit(engine, settings):

@@ -8,6 +8,7 @@ import json
 import logging
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
 from nlaweb.api.auth import BAD_KEY, NO_KEY
@@ -237,8 +238,13 @@ def test_a_key_needs_a_name(owner):
     assert "Name the key" in page.content.decode()
 
 
-def test_a_guest_gets_the_keys_page(db):
-    assert Client().get("/account/api-keys").status_code == 200
+def test_a_guest_gets_the_keys_page_and_a_visitor_without_an_account_is_sent_to_log_in(db):
+    visitor = Client()
+    response = visitor.get("/account/api-keys")
+    assert response.status_code == 302 and response.url.startswith("/accounts/login/")
+    assert not User.objects.exists()  # a GET makes no guest account (issue 11)
+    visitor.post("/c/new")  # the first POST does
+    assert visitor.get("/account/api-keys").status_code == 200
 
 
 def test_the_openapi_document_and_docs_are_public(db):

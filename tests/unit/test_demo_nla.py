@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from workers.nla.demo import LAYER, DemoPlan, build_demo
 from workers.nla.engine import NlaEngine
+from workers.nla.reference_pool import POOL_FILE
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
 from workers.sources import demo_paths, demo_source
 
@@ -48,6 +49,14 @@ def test_the_demo_is_written_in_the_published_checkpoint_format(demo_dir):
     heldout = ar_meta["nlaweb"]["heldout"]
     assert heldout["pairs_train"] + heldout["pairs_heldout"] == SMALL.docs * SMALL.per_doc
     assert ar_meta["nlaweb"]["var_baseline"] > 0
+    pool = load_file(str(ar / POOL_FILE))["predictions"]
+    assert (pool.shape, pool.dtype) == ((heldout["pairs_heldout"], 576), torch.float32)
+
+
+def test_the_demo_engine_starts_from_the_held_out_reference_pool(engine, demo_dir):
+    _, _, ar = demo_paths(demo_dir)
+    assert len(engine.pool) == load_file(str(ar / POOL_FILE))["predictions"].shape[0] == 8
+    assert engine.pool.against(None).shape == (0, 576)  # SMALL holds out 8 pairs, fewer than 32
 
 
 def test_a_second_build_rebuilds_nothing(demo_dir):
@@ -93,8 +102,29 @@ def test_two_builds_write_the_same_reconstructor(demo_dir, tmp_path):
     shutil.copytree(target, again_target)  # skip the conversion: the AR fit is what could drift
     shutil.copytree(av, again_av)
     build_demo(tmp_path, progress=lambda line: None, plan=SMALL)
-    for name in ("value_head.safetensors", "nla_meta.yaml"):
+    for name in ("value_head.safetensors", "nla_meta.yaml", POOL_FILE):
         assert (again_ar / name).read_bytes() == (ar / name).read_bytes(), name
+
+
+def test_a_demo_built_before_the_reference_pool_gains_only_the_pool(demo_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(demo_dir / "demo", tmp_path / "demo")
+    _, _, ar = demo_paths(tmp_path)
+    (ar / POOL_FILE).unlink()
+    files = [p for p in (tmp_path / "demo").rglob("*") if p.is_file()]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    lines: list[str] = []
+    build_demo(tmp_path, progress=lines.append, plan=SMALL)
+    assert [line.split(":")[0] for line in lines if "present" in line] == [
+        "target model present",
+        "demo AV present",
+        "demo AR present",
+    ]
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    original = demo_paths(demo_dir)[2] / POOL_FILE
+    assert (ar / POOL_FILE).read_bytes() == original.read_bytes()
+    assert not list(ar.glob("*.partial"))
 
 
 def test_the_starter_prompts_get_replies_that_name_what_they_ask_about(engine):

@@ -142,6 +142,37 @@ def test_the_confidence_pill_follows_the_relative_mse_thresholds(relative_mse, p
     assert confidence(relative_mse) == pill
 
 
+@pytest.mark.parametrize(
+    ("relative_mse", "specificity", "pill"),
+    [
+        (0.1, None, "high"),
+        (0.1, 1.0, "high"),
+        (0.1, 0.8, "high"),
+        (0.1, 0.7999, "medium"),
+        (0.1, 0.5, "medium"),
+        (0.1, 0.4999, "low"),
+        (0.4, 0.9, "medium"),
+        (0.4, 0.6, "medium"),
+        (0.4, 0.2, "low"),
+        (0.7, 1.0, "low"),
+        (None, 0.1, None),
+    ],
+)
+def test_low_specificity_caps_the_confidence_pill(relative_mse, specificity, pill):
+    assert confidence(relative_mse, specificity) == pill
+
+
+def test_fidelities_carry_each_rows_specificity_into_its_pill():
+    v = torch.arange(1.0, D_MODEL + 1)
+    exact, unspecific = fidelities(
+        torch.stack([v, v]), torch.stack([v, v]), SQRT_D, 0.5, [0.9, 0.1]
+    )
+    assert (exact.specificity, exact.confidence) == (0.9, "high")
+    assert (unspecific.specificity, unspecific.confidence) == (0.1, "low")
+    [unranked] = fidelities(v[None], v[None], SQRT_D, 0.5)
+    assert (unranked.specificity, unranked.confidence) == (None, "high")
+
+
 def test_orthogonal_vectors_score_an_mse_of_2_at_the_sqrt_d_scale():
     [score] = fidelities(_unit(0)[None], (_unit(1) * 7.0)[None], SQRT_D, None)
     assert score.mse == pytest.approx(2.0)

@@ -229,9 +229,21 @@ def test_the_panel_defines_every_metric_it_shows(owner):
     row = _done(_chat(conversation), MEOW)
     panel = _page(owner, conversation, f"?open={row.id}")
     help_block = re.search(r'<details class="help".*?</details>', panel, re.S).group(0)
-    for term in ("relative MSE", "FVE", "cosine", "‖activation‖", "confidence"):
+    for term in ("relative MSE", "FVE", "cosine", "‖activation‖", "specificity", "confidence"):
         assert f"<dt>{term}</dt>" in help_block
     assert "negative when" in help_block
+
+
+def test_the_panel_shows_the_specificity_beside_the_pill_once_there_is_one(owner):
+    conversation = start_conversation(owner.user)
+    snapshot = _chat(conversation)
+    ranked = _done(snapshot, MEOW, confidence="medium", specificity=0.834)
+    panel = owner.client.get(reverse("explanation_panel", args=[ranked.id])).content.decode()
+    shown = re.search(r'<span[^>]*data-role="specificity">([^<]*)</span>', panel)
+    assert shown and shown.group(1) == "more specific than 83% of reference explanations"
+    unranked = _done(snapshot, MEOW - 1)
+    panel = owner.client.get(reverse("explanation_panel", args=[unranked.id])).content.decode()
+    assert 'data-role="specificity"' not in panel
 
 
 # -- replies, composer, starters -------------------------------------------------------------------

@@ -21,12 +21,6 @@ def _snapshot(conversation: Conversation, n_tokens: int = 12) -> Snapshot:
     )
 
 
-def test_a_first_visit_creates_a_guest_account(client):
-    response = client.get("/")
-    assert response.status_code == 200
-    assert response.context["user"].username.startswith("guest-")
-
-
 def test_sending_a_message_stores_it_and_a_generating_reply(
     owner, django_capture_on_commit_callbacks
 ):

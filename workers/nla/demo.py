@@ -6,13 +6,17 @@
 3. AR: the target's first K+1 blocks plus a `value_head` fitted by ridge regression on (the demo AV's
    own text, activation) pairs from chat-templated docstrings; held-out matched vs shuffled relative
    MSE goes into the sidecar and the UI.
-Each directory is written under a temporary name and renamed when complete: a re-run skips it.
+4. reference pool: the AR's predictions of the AV's texts for the held-out activations, in the AR
+   directory (`reference_pool.safetensors`), what specificity ranks against (../shared/NLA.md §8).
+Each directory (and the pool file) is written under a temporary name and renamed when complete: a
+re-run skips it, so a demo built before the pool existed gains only the pool.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import random
 import shutil
 from collections.abc import Callable
@@ -29,6 +33,7 @@ from workers.nla.demo_corpus import docstrings
 from workers.nla.inject import rescale
 from workers.nla.loading import load_causal_lm, load_tokenizer
 from workers.nla.reconstructor import VALUE_HEAD, Reconstructor
+from workers.nla.reference_pool import POOL_FILE, POOL_KEY, POOL_SIZE
 from workers.nla.sidecar import SIDECAR, parse_ar, parse_av
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn, GenerationSettings
@@ -80,6 +85,10 @@ def build_demo(data_dir: Path, progress: Progress = print, plan: DemoPlan = Demo
         _atomic(ar, lambda tmp: write_ar(target, av, tmp, plan, progress))
     else:
         progress(f"demo AR present: {ar}")
+    if not (ar / POOL_FILE).is_file():
+        write_pool(target, av, ar, plan, progress)
+    else:
+        progress(f"reference pool present: {ar / POOL_FILE}")
     heldout = (yaml.safe_load((ar / SIDECAR).read_text("utf-8"))["nlaweb"] or {}).get("heldout", {})
     return (
         f"held-out relative MSE {heldout.get('matched_relative_mse', float('nan')):.2f} matched vs "
@@ -238,7 +247,7 @@ def fit_value_head(
         [trunk.predict(texts[i : i + plan.batch]) for i in range(0, len(texts), plan.batch)]
     )
     goal = _normalised(vectors)
-    cut = int(len(texts) * (1 - plan.heldout_fraction))
+    cut = _heldout_start(len(texts), plan)
     weight = ridge(hidden[:cut], goal[:cut], RIDGE_LAMBDA).float()
     var = float(((goal[:cut] - goal[:cut].mean(0)) ** 2).mean())
     predicted = _normalised(hidden[cut:] @ weight.T)
@@ -253,6 +262,30 @@ def fit_value_head(
         "corpus": "Python standard-library docstrings, chat-templated",
     }
     return HeadFit(weight, var, heldout)
+
+
+def _heldout_start(pairs: int, plan: DemoPlan) -> int:
+    """Pairs before this index fit the value head; the rest are held out."""
+    return int(pairs * (1 - plan.heldout_fraction))
+
+
+def write_pool(target: Path, av: Path, ar: Path, plan: DemoPlan, progress: Progress) -> None:
+    """`[N, d]` AR predictions (raw, float32) of the demo AV's texts for the first ≤ 256 held-out
+    activations of the fit, written atomically to `ar`/reference_pool.safetensors."""
+    device, dtype = torch.device("cpu"), torch.float32
+    model = TargetModel(load_causal_lm(target, device, dtype), load_tokenizer(target))
+    vectors = _corpus_vectors(model, plan, progress)
+    heldout = vectors[_heldout_start(len(vectors), plan) :][:POOL_SIZE]
+    verbalizer = Verbalizer.from_checkpoint(av, device, dtype)
+    texts = _verbalize_all(verbalizer, heldout, plan, progress)
+    reconstructor = Reconstructor.from_checkpoint(ar, device, dtype)
+    predictions = torch.cat(
+        [reconstructor.predict(texts[i : i + plan.batch]) for i in range(0, len(texts), plan.batch)]
+    )
+    partial = ar / (POOL_FILE + ".partial")
+    save_file({POOL_KEY: predictions.contiguous()}, str(partial))
+    os.replace(partial, ar / POOL_FILE)
+    progress(f"reference pool written: {len(texts)} held-out AR predictions in {ar / POOL_FILE}")
 
 
 def _normalised(vectors: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,8 +19,10 @@ from workers.nla.errors import (
 )
 from workers.nla.loading import resolve_checkpoint, resolve_device, resolve_dtype, text_config
 from workers.nla.reconstructor import Reconstructor
+from workers.nla.reference_pool import ReferencePool, token_prefix
 from workers.nla.scoring import fidelities
 from workers.nla.sidecar import Overrides
+from workers.nla.specificity import specificity
 from workers.nla.target import TargetModel
 from workers.nla.types import (
     EARLY_POSITIONS,
@@ -63,6 +65,11 @@ class NlaEngine:
     reconstructor: Reconstructor
     cache: ActivationCache
     max_sequence_tokens: int = MAX_SEQUENCE_TOKENS
+    #: What specificity ranks against; `load` seeds it with the AR checkpoint's pool file.
+    pool: ReferencePool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = ReferencePool(self.reconstructor.meta.d_model)
 
     @classmethod
     def load(
@@ -76,9 +83,12 @@ class NlaEngine:
         )
         target = TargetModel.from_checkpoint(resolve_checkpoint(source.target), dev, dt)
         av = Verbalizer.from_checkpoint(resolve_checkpoint(source.av), dev, dt, overrides)
-        ar = Reconstructor.from_checkpoint(resolve_checkpoint(source.ar), dev, dt, overrides)
+        ar_path = resolve_checkpoint(source.ar)
+        ar = Reconstructor.from_checkpoint(ar_path, dev, dt, overrides)
         _check_pair(source, target, av, ar)
-        return cls(source, target, av, ar, ActivationCache())
+        engine = cls(source, target, av, ar, ActivationCache())
+        engine.pool = ReferencePool.from_checkpoint(ar_path, ar.meta.d_model)
+        return engine
 
     @property
     def layer(self) -> int:
@@ -152,15 +162,25 @@ class NlaEngine:
     ) -> list[list[TokenExplanation]]:
         """Explain the positions of several token sequences (e.g. different users' conversations)
         with one capture pass each, then one AV batch and one AR batch for all of them; results come
-        back per request, in order. `progress.text` indexes the positions across all requests."""
+        back per request, in order. `progress.text` indexes the positions across all requests.
+        Each result's specificity leaves out the pool entries of its own snapshot; the batch's
+        predictions join the pool afterwards."""
         total = sum(len(positions) for _, positions in requests)
         _check_count(total)
+        snapshots = [token_prefix(ids) for ids, positions in requests for _ in positions]
         with out_of_memory_as_error("explaining these tokens"):
             captured: list[torch.Tensor] = []
             for token_ids, positions in requests:
                 progress.stage("capturing", sum(len(c) for c in captured), total)
                 captured.append(self.capture(token_ids, positions))
-            results = iter(self._verbalize_and_score(torch.cat(captured), settings, progress))
+            scored, predicted = self._verbalize_and_score(
+                torch.cat(captured), settings, progress, snapshots
+            )
+        self.pool.add(
+            predicted,
+            [token_prefix(ids[: p + 1]) for ids, positions in requests for p in positions],
+        )
+        results = iter(scored)
         return [
             [self._token_result(token_ids, p, next(results)) for p in positions]
             for token_ids, positions in requests
@@ -202,24 +222,48 @@ class NlaEngine:
             )
         _check_count(tensor.shape[0])
         with out_of_memory_as_error("explaining these vectors"):
-            return self._verbalize_and_score(tensor, settings, progress)
+            scored, _ = self._verbalize_and_score(
+                tensor, settings, progress, [None] * tensor.shape[0]
+            )
+        return scored
 
     def score(self, texts: Sequence[str], vectors: torch.Tensor) -> list[Fidelity]:
-        """AR fidelity of each text against its `[d]` vector (`[B, d]` in all)."""
+        """AR fidelity of each text against its `[d]` vector (`[B, d]` in all), with its
+        specificity against the whole reference pool."""
+        return self._score(texts, vectors, [None] * len(texts))[0]
+
+    def _score(
+        self, texts: Sequence[str], vectors: torch.Tensor, snapshots: Sequence[bytes | None]
+    ) -> tuple[list[Fidelity], torch.Tensor]:
+        """Fidelities, each ranked against the pool less its snapshot's entries, and the `[B, d]`
+        predictions (float32, CPU)."""
         ar = self.reconstructor.meta
-        predicted = self.reconstructor.predict(texts)
-        return fidelities(predicted, vectors.to(predicted.device), ar.mse_scale, ar.var_baseline)
+        predicted = self.reconstructor.predict(texts).float().cpu()
+        goals = vectors.float().cpu()
+        specific = [
+            specificity(p, g, self.pool.against(s), ar.mse_scale)
+            for p, g, s in zip(predicted, goals, snapshots, strict=True)
+        ]
+        scores = fidelities(predicted, goals, ar.mse_scale, ar.var_baseline, specific)
+        return scores, predicted
 
     def _verbalize_and_score(
-        self, vectors: torch.Tensor, settings: GenerationSettings, progress: ExplainProgress
-    ) -> list[VectorExplanation]:
+        self,
+        vectors: torch.Tensor,
+        settings: GenerationSettings,
+        progress: ExplainProgress,
+        snapshots: Sequence[bytes | None],
+    ) -> tuple[list[VectorExplanation], torch.Tensor]:
         total = vectors.shape[0]
         progress.stage("verbalizing", 0, total)
         texts = self.verbalizer.verbalize(vectors, settings, progress.text)
         progress.stage("scoring", 0, total)
-        scores = self.score([t.text for t in texts], vectors)
+        scores, predicted = self._score([t.text for t in texts], vectors, snapshots)
         norms = vectors.float().norm(dim=-1).tolist()
-        return [VectorExplanation(t, s, n) for t, s, n in zip(texts, scores, norms, strict=True)]
+        explained = [
+            VectorExplanation(t, s, n) for t, s, n in zip(texts, scores, norms, strict=True)
+        ]
+        return explained, predicted
 
     def _check_request(self, token_ids: Sequence[int], positions: Sequence[int]) -> None:
         if len(token_ids) > self.max_sequence_tokens:

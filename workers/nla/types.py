@@ -79,7 +79,12 @@ class Fidelity:
     cosine: float
     fve: float | None  # 1 − mse/Var; None without a Var baseline
     relative_mse: float | None  # mse/Var
-    confidence: str | None  # "high" (< 0.3) | "medium" (< 0.5) | "low" of relative_mse
+    confidence: (
+        str | None
+    )  # "high" (< 0.3) | "medium" (< 0.5) | "low" of relative_mse, capped by specificity
+    #: Fraction of the reference pool whose reconstruction of this activation is worse (ties half);
+    #: None while the pool is too small (workers/nla/specificity.py).
+    specificity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,10 @@ class VectorExplanation:
     def text(self) -> str:
         return self.verbalized.text
 
+    @property
+    def specificity(self) -> float | None:
+        return self.fidelity.specificity
+
 
 @dataclass(frozen=True)
 class TokenExplanation:
@@ -113,6 +122,10 @@ class TokenExplanation:
     fidelity: Fidelity
     l2_norm: float
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def specificity(self) -> float | None:
+        return self.fidelity.specificity
 
 
 class ExplainProgress(Protocol):

@@ -1,0 +1,84 @@
+// Sharing, on three kinds of page:
+// - the shared page and its embed ([data-share-root]): a click (or Enter) on a tinted token shows the
+//   explanation frozen into the link (server-rendered panel, GET, no GPU work); untinted tokens have
+//   none and are not buttons. The URL keeps what is open (?open=<explanation id>), as on the owner's page.
+// - the owner's conversation page: the Share link carries the branch shown (?at=) and the open
+//   explanations, so the branch and the token being read are what gets shared and pinned.
+// - the list of shared links: copy buttons, and a confirmation before revoking.
+(() => {
+  "use strict";
+  const root = () => document.querySelector("[data-share-root]");
+  const TOKEN = "[data-share-root] .tok.explained[data-position]";
+
+  function markOpen(position) {
+    document.querySelectorAll("[data-share-root] .tok[data-position]").forEach((t) => {
+      t.classList.toggle("open", t.dataset.position === position);
+    });
+  }
+
+  function syncUrl() {
+    const ids = [...document.querySelectorAll("#panel [data-explanation-id]")]
+      .map((s) => s.dataset.explanationId);
+    const query = ids.length ? `?open=${ids.join(",")}` : "";
+    history.replaceState(history.state, "", location.pathname + query + location.hash);
+  }
+
+  function showPanel(token) {
+    const url = root().dataset.panelBase.replace(/\/0$/, `/${token.dataset.position}`);
+    markOpen(token.dataset.position);
+    htmx.ajax("GET", url, { source: token, target: "#panel", swap: "innerHTML" }).then(syncUrl);
+  }
+
+  document.addEventListener("click", (event) => {
+    const token = event.target.closest?.(TOKEN);
+    if (token) {
+      event.preventDefault();
+      showPanel(token);
+      return;
+    }
+    const close = event.target.closest?.('[data-share-root] [data-role="close-section"]');
+    if (close) {
+      close.closest("[data-explanation-id]")?.remove();
+      markOpen(null);
+      syncUrl();
+      return;
+    }
+    const share = event.target.closest?.('a[data-role="share"]');
+    if (share) {
+      const query = new URLSearchParams(location.search);
+      const carried = ["at", "open"].filter((k) => query.get(k)).map((k) => `${k}=${query.get(k)}`);
+      share.href = share.href.split("?")[0] + (carried.length ? `?${carried.join("&")}` : "");
+      return;
+    }
+    const copy = event.target.closest?.("[data-copy]");
+    if (copy) copyFrom(copy, document.querySelector(copy.dataset.copy));
+  });
+
+  document.addEventListener("keydown", (event) => {
+    const token = event.target.closest?.(TOKEN);
+    if (!token || (event.key !== "Enter" && event.key !== " ")) return;
+    event.preventDefault();
+    showPanel(token);
+  });
+
+  document.addEventListener("change", (event) => {
+    if (!event.target.matches?.('[data-role="share-show-template"]')) return;
+    root().classList.toggle("show-template", event.target.checked);
+  });
+
+  document.addEventListener("submit", (event) => {
+    const message = event.target.dataset?.confirm;
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+
+  async function copyFrom(button, input) {
+    if (!input) return;
+    input.select();
+    try {
+      await navigator.clipboard.writeText(input.value);
+    } catch {
+      document.execCommand("copy"); // no clipboard API (plain http on another host): the selection
+    }
+    button.textContent = "Copied";
+  }
+})();
