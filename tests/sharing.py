@@ -77,6 +77,7 @@ def finished(
         relative_mse=0.22,
         confidence=confidence if status == Explanation.Status.DONE else "",
         l2_norm=12.5,
+        specificity=0.91 if status == Explanation.Status.DONE else None,
         error="" if status == Explanation.Status.DONE else "The worker ran out of memory.",
     )
 

@@ -86,6 +86,7 @@ class ExplanationDoc(_Strict):
     relative_mse: float | None
     confidence: str = Field(max_length=16)
     l2_norm: float | None
+    specificity: float | None = None  # absent from files written before it existed
     warnings: list[str]
     error: str
     created_at: datetime

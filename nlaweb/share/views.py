@@ -174,7 +174,8 @@ def share_panel(request: HttpRequest, share_id: str, position: int) -> HttpRespo
         raise Http404 from None
     if explanation is None:
         raise Http404
-    return render(request, "explanations/panel.html", panel_context([explanation]))
+    context = {**panel_context([explanation]), "readonly": True}  # no owner's actions
+    return render(request, "explanations/panel.html", context)
 
 
 @require_POST

@@ -73,6 +73,8 @@ def test_the_embedded_sweeper_redoes_what_a_dead_worker_left(tmp_path: Path, tin
         headers = {"X-CSRFToken": http.cookies["csrftoken"], "Origin": base}
         page = http.post(base + reverse("new_conversation"), headers=headers, timeout=30)
         conversation_id = re.search(r"/c/([0-9a-f-]{36})/", page.url).group(1)
+        # That POST made the guest account, and logging it in rotated the CSRF token.
+        headers["X-CSRFToken"] = http.cookies["csrftoken"]
         send = reverse("send", args=[conversation_id])
         http.post(base + send, data={"content": "My cat"}, headers=headers, timeout=30)
         reply_done = "SELECT status FROM chat_message WHERE role = 'assistant'"

@@ -127,6 +127,7 @@ def test_a_reader_sees_the_snapshot_the_pin_the_comment_and_the_source_revisions
     assert "p:nth-of-type(2)" in page  # the pinned paragraph stands out in the panel
     # No door to GPU work: no explain form, and only explained tokens are buttons.
     assert "/explain" not in page and "token-form" not in page
+    assert "/compare" not in page and "/cancel" not in page  # the owner's panel actions
     buttons = re.findall(
         r'<span role="button" tabindex="0" class="tok ro[^"]*" data-position="(\d+)"', page
     )
@@ -147,6 +148,7 @@ def test_a_reader_clicks_an_explained_token_and_only_stored_rows_answer(
     assert panel.status_code == 200
     assert f'data-explanation-id="{found.explanations[2].id}"' in panel.content.decode()
     assert "A cat, the pet." in panel.content.decode()
+    assert "/compare" not in panel.content.decode()
     assert (unexplained.status_code, outside.status_code) == (404, 404)
     assert callbacks == [] and Explanation.objects.count() == 2  # no job, no new row
 
