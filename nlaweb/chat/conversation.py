@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
@@ -181,7 +182,23 @@ def thread_view(conversation: Conversation, leaf: Message | None = None) -> Thre
             RenderedMessage(m, None, i + 1, branches[i], i + 1 == last) for i, m in enumerate(path)
         ]
         return ThreadView(conversation, None, rendered, [], [])
-    explained = explained_rows(snapshot)
+    latest_runs = {
+        r.message_id: r for r in ExplainRun.objects.filter(message__in=path).order_by("created_at")
+    }
+    runs = [latest_runs.get(m.pk) for m in path]
+    return render_thread(conversation, snapshot, path, explained_rows(snapshot), branches, runs)
+
+
+def render_thread(
+    conversation: Conversation,
+    snapshot: Snapshot,
+    path: list[Message],
+    explained: Mapping[int, Explanation],
+    branches: list[Branches],
+    runs: list[ExplainRun | None],
+) -> ThreadView:
+    """The messages of `path` as the snapshot's chips, each tinted by `explained` (position → row),
+    with its place among alternatives and its latest whole-message run (both one per message)."""
     ids, texts = snapshot.token_ids, snapshot.token_texts
 
     def chips(tokens: list[Token]) -> list[Chip]:
@@ -191,9 +208,6 @@ def thread_view(conversation: Conversation, leaf: Message | None = None) -> Thre
         ]
 
     spans = snapshot.spans_by_message()
-    latest_runs = {
-        r.message_id: r for r in ExplainRun.objects.filter(message__in=path).order_by("created_at")
-    }
     rendered = []
     for number, message in enumerate(path, start=1):
         span = spans.get(str(message.id))
@@ -202,15 +216,16 @@ def thread_view(conversation: Conversation, leaf: Message | None = None) -> Thre
             if span
             else None
         )
+        run = runs[number - 1]
         rendered.append(
             RenderedMessage(
                 message,
                 chips(tokens) if tokens else None,
                 number,
                 branches[number - 1],
-                number == last,
-                latest_runs.get(message.pk),
-                progress(latest_runs[message.pk]) if message.pk in latest_runs else None,
+                number == len(path),
+                run,
+                progress(run) if run else None,
             )
         )
     starts = [s["start"] for s in snapshot.spans if s["message_id"]] or [0]

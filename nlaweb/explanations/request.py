@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +130,13 @@ def _stored(snapshot: Snapshot, hashes: list[str], key: dict[str, Any]) -> dict[
         .filter(**key, snapshot__conversation_id=snapshot.conversation_id, prefix_hash__in=hashes)
         .order_by("position", "created_at")
     )
+    return _best_by_prefix(found, snapshot)
+
+
+def _best_by_prefix(rows: Iterable[Explanation], snapshot: Snapshot) -> dict[str, Explanation]:
+    """One row per prefix hash: the snapshot's own row, else a finished one, else the first seen."""
     best: dict[str, Explanation] = {}
-    for row in found:
+    for row in rows:
         held = best.get(row.prefix_hash)
         if held is None or _preference(row, snapshot) > _preference(held, snapshot):
             best[row.prefix_hash] = row
@@ -156,13 +161,8 @@ def explained_rows(
         settings_key=settings.key(),
         prefix_hash__in=hashes,
     ).exclude(status__in=RETRIED)
-    by_position: dict[int, Explanation] = {}
-    for row in rows.order_by("created_at"):
-        position = position_of[row.prefix_hash]
-        held = by_position.get(position)
-        if held is None or _preference(row, snapshot) > _preference(held, snapshot):
-            by_position[position] = row
-    return by_position
+    best = _best_by_prefix(rows.order_by("created_at"), snapshot)
+    return {position_of[prefix]: row for prefix, row in best.items()}
 
 
 def rows_in_flight(owner_id: int) -> int:
