@@ -165,7 +165,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
-CELERY_IMPORTS = ("workers.tasks", "nlaweb.tasks")
+CELERY_IMPORTS = ("workers.tasks", "nlaweb.jobs.beat")
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT_S
 # An unacknowledged job of a killed worker is redelivered once its time limit has surely passed.
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -15,7 +15,7 @@ from nlaweb.api.models import ApiJob
 from nlaweb.api.schemas import ExplainVectorRequest, ScoreRequest
 from nlaweb.api.sources import resolve_source
 from nlaweb.api.waiting import db_async
-from nlaweb.jobs import enqueue
+from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_VECTORS
 
 

@@ -15,7 +15,7 @@ from nlaweb.chat.tokens import Token, message_tokens, template_tokens
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import explained_rows
 from nlaweb.explanations.runs import RunProgress, progress
-from nlaweb.jobs import enqueue
+from nlaweb.jobs.broker import enqueue
 from nlaweb.sources import default_source
 from workers.contracts import TASK_REPLY
 

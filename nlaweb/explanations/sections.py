@@ -11,7 +11,7 @@ from typing import Any
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.chat.tokens import InContext, content_range, in_context
 from nlaweb.explanations.models import Explanation
-from nlaweb.explanations.runs import ordinal, queue_places
+from nlaweb.explanations.runs import ordinal
 from nlaweb.sources import build_figures, get_source
 from workers.contracts import STAGES
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
@@ -69,7 +69,7 @@ def sections(explanations: Iterable[Explanation]) -> list[Section]:
     """The rows as the panel shows them; those that wait say their place in the queue."""
     rows = list(explanations)
     waiting = [e for e in rows if e.status == Explanation.Status.QUEUED]
-    places = queue_places(waiting[0].source_id) if waiting else {}
+    places = Explanation.objects.queue_places(waiting[0].source_id) if waiting else {}
     shown = [section(e) for e in rows]
     return [
         replace(s, place=f"{ordinal(places[str(s.e.pk)])} in line") if str(s.e.pk) in places else s

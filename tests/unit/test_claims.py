@@ -12,18 +12,18 @@ import pytest
 from django.db import connections, transaction
 from django.utils import timezone
 
-from nlaweb import jobs
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings, request_explanations
-from nlaweb.sweep import explanation_gave_up, reply_gave_up
+from nlaweb.jobs import broker as jobs
+from nlaweb.jobs.django_store import DjangoStore
+from nlaweb.jobs.liveness import explanation_gave_up, reply_gave_up
 from tests.factories import snapshot_of
 from tests.live import wait_until
 from tests.personas import make_persona
 from tests.queues import memory_broker, sent
 from workers.contracts import TASK_EXPLAIN
-from workers.store import DjangoStore
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 

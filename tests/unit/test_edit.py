@@ -14,7 +14,7 @@ from nlaweb.chat.conversation import send_message, start_conversation, thread_vi
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import request_explanations
-from nlaweb.jobs import Job
+from nlaweb.jobs.broker import Job
 from tests.factories import snapshot_of
 from workers.contracts import TASK_REPLY
 

@@ -13,12 +13,12 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from nlaweb import jobs
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
+from nlaweb.jobs import broker as jobs
+from nlaweb.jobs.sweep import sweep
 from nlaweb.outage import DATABASE_DOWN
-from nlaweb.sweep import sweep
 from tests.factories import snapshot_of
 from tests.queues import DOWN_URL, down_broker, memory_broker, sent
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY

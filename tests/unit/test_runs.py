@@ -10,10 +10,10 @@ from nlaweb.chat.conversation import start_conversation, thread_view
 from nlaweb.explanations import runs
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import request_explanations
+from nlaweb.jobs.django_store import DjangoStore
 from tests.factories import snapshot_of
 from tests.personas import make_persona
 from workers.contracts import RunProgress
-from workers.store import DjangoStore
 
 pytestmark = pytest.mark.django_db
 
@@ -83,7 +83,7 @@ def test_waiting_rows_are_told_their_place_in_the_order_workers_take_them(long_r
     other = make_persona("other")
     theirs = snapshot_of(start_conversation(other.user), [("user", "Hi", 3)], first_token=300)
     (single,) = request_explanations(theirs, [1])
-    places = runs.queue_places(snapshot.source_id)
+    places = Explanation.objects.queue_places(snapshot.source_id)
     assert places[str(flood[0].pk)] == 1
     assert places[str(single.pk)] == 2  # people take turns: the flood does not push it back
     assert [places[str(r.pk)] for r in flood[1:]] == [3, 4]

@@ -178,8 +178,8 @@ def test_staff_see_the_configured_sources_in_the_admin(admin_client, client):
 def test_a_token_of_the_templates_preamble_is_marked_unreliable():
     from types import SimpleNamespace
 
-    from workers.jobs import warnings_for
     from workers.nla.types import EARLY_WARNING, TEMPLATE_WARNING
+    from workers.pipeline import warnings_for
 
     def result(position: int, warnings: list[str]) -> SimpleNamespace:
         return SimpleNamespace(position=position, warnings=warnings)

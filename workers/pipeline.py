@@ -1,6 +1,7 @@
 """What a worker does for one job: drive the engine, store results, publish progress frames.
 
-Django-free: it talks to the database and the channel layer only through a store (workers/store.py).
+Django-free: it talks to the database and the channel layer only through a store (the Store
+protocol of workers/store.py; workers/tasks.py hands it nlaweb/jobs/django_store.py's).
 """
 
 from __future__ import annotations
@@ -8,9 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
-
-from pydantic import BaseModel
+from typing import Any
 
 from workers.contracts import (
     ChatDelta,
@@ -22,6 +21,7 @@ from workers.contracts import (
     ExplanationText,
 )
 from workers.nla.errors import NlaError, is_time_limit
+from workers.store import ExplainJob, ReplyJob, SnapshotStore, Store, Turn
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +37,6 @@ def registry_engine(source_id: str) -> Any:
     from workers.nla.registry import get_engine
 
     return get_engine(source_id)
-
-
-class Store(Protocol):
-    def reply_job(self, message_id: str) -> Any: ...
-    def save_snapshot(
-        self,
-        leaf_id: str,
-        source_id: str,
-        token_ids: list[int],
-        token_texts: list[str],
-        spans: list[dict[str, Any]],
-    ) -> None: ...
-    def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None: ...
-    def fail_reply(self, message_id: str, content: str, error: str) -> None: ...
-    def explain_job(self, explanation_ids: list[str]) -> Any: ...
-    def set_stage(self, explanation_ids: list[str], stage: str) -> None: ...
-    def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None: ...
-    def fail_explanations(self, explanation_ids: list[str], error: str) -> None: ...
-    def publish(self, conversation_id: str, frame: BaseModel) -> None: ...
-    def queue_moved(self, source_id: str) -> None: ...
-    def job_finished(self, explanation_ids: list[str]) -> None: ...
 
 
 def readable(error: BaseException, doing: str) -> str:
@@ -102,7 +81,7 @@ def _turns(history: list[Any]) -> list[Any]:
 
 
 def _save_snapshot(
-    store: Store, engine: Any, leaf_id: str, source_id: str, history: list[Any]
+    store: SnapshotStore, engine: Any, leaf_id: str, source_id: str, history: list[Any]
 ) -> None:
     tokenized = engine.tokenize(_turns(history))
     ids = [t.message_id for t in history]
@@ -148,8 +127,6 @@ def run_reply(
         text = reply.text
         throttle.flush()
         store.finish_reply(message_id, text, truncated=reply.truncated)
-        from workers.store import Turn
-
         full = [*job.history, Turn(message_id, "assistant", text)]
         _save_snapshot(store, engine, message_id, job.source_id, full)
         store.publish(job.conversation_id, ChatDone(message_id=message_id))
@@ -160,7 +137,7 @@ def run_reply(
         store.publish(job.conversation_id, ChatFailed(message_id=message_id, error=reason))
 
 
-def _write(engine: Any, job: Any, max_new_tokens: int, on_text: Callable[[str], None]) -> Any:
+def _write(engine: Any, job: ReplyJob, max_new_tokens: int, on_text: Callable[[str], None]) -> Any:
     """The message's final text: the person's own for an edited turn, else generated (after the
     message's current text when it is continued)."""
     from workers.nla.types import GenerationSettings, Reply
@@ -177,7 +154,7 @@ def _write(engine: Any, job: Any, max_new_tokens: int, on_text: Callable[[str], 
 class _Progress:
     """ExplainProgress that stores stages and publishes throttled frames."""
 
-    def __init__(self, store: Store, job: Any) -> None:
+    def __init__(self, store: Store, job: ExplainJob) -> None:
         self.store, self.job = store, job
         self.text = Throttle(self._send_text)
 
@@ -247,7 +224,7 @@ def run_explain(
         store.job_finished(job.explanation_ids)
 
 
-def _explain(store: Store, job: Any, engine_for: EngineFor) -> None:
+def _explain(store: Store, job: ExplainJob, engine_for: EngineFor) -> None:
     from workers.nla.types import GenerationSettings
 
     try:

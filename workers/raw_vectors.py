@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from workers.jobs import EngineFor, readable, registry_engine
 from workers.nla.autointerp import autointerp_scores, last_paragraph
+from workers.pipeline import EngineFor, readable, registry_engine
+from workers.store import ApiStore
 from workers.tokenize import error_code
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def score_label(engine: Any, embed: Embed, payload: dict[str, Any]) -> dict[str,
 
 
 def run_vectors(
-    store: Any,
+    store: ApiStore,
     job_id: str,
     engine_for: EngineFor = registry_engine,
     embed: Embed = default_embed,
