@@ -47,16 +47,18 @@ INSTALLED_APPS = [
     "nlaweb.explanations",
     "nlaweb.api",
     "nlaweb.share",
+    "nlaweb.sources",  # manage.py prepare_demo
+    "nlaweb",  # manage.py serve
 ]
 
 MIDDLEWARE = [
-    "nlaweb.health.HealthMiddleware",  # first: a container's probe needs no host, session or user
+    "nlaweb.middleware.health.HealthMiddleware",  # first: a container's probe needs no host, session or user
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "nlaweb.outage.OutageMiddleware",  # before anything that reads the database (sessions, users)
+    "nlaweb.middleware.outage.OutageMiddleware",  # before anything that reads the database (sessions, users)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "nlaweb.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
+    "nlaweb.middleware.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nlaweb import sources as web_sources
+from nlaweb.sources import configured as web_sources
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY, TASK_TOKENIZE, TASK_VECTORS
 from workers.nla.errors import NlaError
-from workers.sources import served_sources
+from workers.source_config import served_sources
 
 log = logging.getLogger(__name__)
 _configured = threading.Lock()
@@ -26,7 +26,7 @@ def _configure_engines() -> None:
     with _configured:
         if _done:
             return
-        from nlaweb.sources import configured_sources
+        from nlaweb.sources.configured import configured_sources
         from workers.nla import registry
 
         try:

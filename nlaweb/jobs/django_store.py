@@ -6,7 +6,7 @@ that a thread renews while the job runs (`DjangoStore.heartbeat`), so the sweepe
 job's rows from a slow one's. The rules of each state change are the models' QuerySet methods
 (`Explanation.objects.claim`, `Message.objects.claim`, …); this class wraps them for the worker.
 Writes of results survive a database restart: they are retried for STORE_RETRY_FOR_S on a fresh
-connection. Frames are best effort (nlaweb/frames.py).
+connection. Frames are best effort (nlaweb/jobs/frames.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from nlaweb.chat.models import Message, Snapshot, hash_tokens, prefix_hashes
 from nlaweb.explanations.models import Claim, ExplainRun, Explanation
 from nlaweb.explanations.runs import feed_waiting_runs, progress
-from nlaweb.frames import publish
+from nlaweb.jobs.frames import publish
 from nlaweb.jobs.broker import BROKER, JobQueue, QueueUnavailable, explanation_jobs, send
 from workers.contracts import ChatFailed, ExplanationFailed, ExplanationQueued, RunProgress
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST

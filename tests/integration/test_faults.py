@@ -24,7 +24,7 @@ from django.urls import reverse
 
 from nlaweb.jobs.broker import UNSENT
 from nlaweb.jobs.liveness import explanation_gave_up
-from nlaweb.outage import DATABASE_DOWN
+from nlaweb.middleware.outage import DATABASE_DOWN
 from tests.gates import ENV as GATES_ENV
 from tests.gates import Gates
 from tests.live import (

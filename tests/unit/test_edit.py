@@ -10,7 +10,8 @@ from django.db import connection
 from django.urls import reverse
 
 from nlaweb.chat import edit
-from nlaweb.chat.conversation import send_message, start_conversation, thread_view
+from nlaweb.chat.conversation import send_message, start_conversation
+from nlaweb.thread.view import thread_view
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import request_explanations

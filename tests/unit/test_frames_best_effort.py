@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from nlaweb import frames
+from nlaweb.jobs import frames
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation

@@ -18,7 +18,7 @@ from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.jobs import broker as jobs
 from nlaweb.jobs.sweep import sweep
-from nlaweb.outage import DATABASE_DOWN
+from nlaweb.middleware.outage import DATABASE_DOWN
 from tests.factories import snapshot_of
 from tests.queues import DOWN_URL, down_broker, memory_broker, sent
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from nlaweb.chat.conversation import start_conversation, thread_view
+from nlaweb.chat.conversation import start_conversation
+from nlaweb.thread.view import thread_view
 from nlaweb.explanations import runs
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import request_explanations

@@ -103,7 +103,7 @@ def test_a_frame_sent_from_the_worker_thread_reaches_a_consumer_waiting_on_the_s
 def test_the_documented_sources_example_parses():
     from pathlib import Path
 
-    from workers.sources import parse_sources
+    from workers.source_config import parse_sources
 
     example = Path(__file__).resolve().parents[2] / "docker" / "sources.example.toml"
     sources = parse_sources(example.read_text(encoding="utf-8"), origin=str(example))
@@ -124,7 +124,7 @@ def test_the_redis_layer_waits_for_replies_longer_than_its_blocking_receive_last
 
 
 def test_a_worker_serves_only_the_sources_named_for_it():
-    from workers.sources import SourceConfig, served_sources
+    from workers.source_config import SourceConfig, served_sources
 
     a, b = (SourceConfig(id=i, label=i, target="t", av="av", ar="ar") for i in ("a", "b"))
     assert served_sources([a, b], []) == [a, b]
@@ -133,7 +133,7 @@ def test_a_worker_serves_only_the_sources_named_for_it():
 
 def test_a_worker_asked_for_an_unknown_source_says_which_exist():
     from workers.nla.errors import CheckpointIncompatible
-    from workers.sources import SourceConfig, served_sources
+    from workers.source_config import SourceConfig, served_sources
 
     a = SourceConfig(id="a", label="a", target="t", av="av", ar="ar")
     with pytest.raises(CheckpointIncompatible, match="names kitft-l41, which no configured source"):

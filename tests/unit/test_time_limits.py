@@ -22,7 +22,7 @@ from tests.tiny_models import build_tiny_source
 from workers.nla.cache import ActivationCache
 from workers.nla.engine import NlaEngine
 from workers.pipeline import run_explain, run_reply
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 from workers.store import Turn
 
 CONVERSATION = "conversation-time-limit"

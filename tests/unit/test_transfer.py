@@ -22,7 +22,7 @@ from nlaweb.share.transfer import (
     export_json,
     import_bytes,
 )
-from nlaweb.sources import get_source
+from nlaweb.sources.configured import get_source
 from tests.sharing import SOURCE_ID, finished, local_source, normalized  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("local_source")]

@@ -12,7 +12,7 @@ from nlaweb.chat.models import Conversation, Message
 from nlaweb.chat.tokens import InContext, content_range, in_context
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.runs import ordinal
-from nlaweb.sources import build_figures, get_source
+from nlaweb.sources.configured import build_figures, get_source
 from workers.contracts import STAGES
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 

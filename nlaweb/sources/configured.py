@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 
-from workers.sources import SourceConfig, load_sources
+from workers.source_config import SourceConfig, load_sources
 
 
 @cache
