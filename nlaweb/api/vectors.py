@@ -12,8 +12,8 @@ from nlaweb.api.catalog import SourceInfo
 from nlaweb.api.http_errors import BadRequest, Unavailable
 from nlaweb.api.inputs import finished_job
 from nlaweb.api.models import ApiJob
-from nlaweb.api.schemas import ExplainVectorRequest, ScoreRequest
 from nlaweb.api.resolve import resolve_source
+from nlaweb.api.schemas import ExplainVectorRequest, ScoreRequest
 from nlaweb.api.waiting import db_async
 from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_VECTORS

@@ -9,11 +9,11 @@ from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 
 from nlaweb.chat.models import Message, Snapshot
-from nlaweb.thread.page import page_context
 from nlaweb.explanations import compare, runs
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import ExplainRejected, request_explanations
+from nlaweb.thread.page import page_context
 from nlaweb.thread.panel import panel_context, sections
 
 

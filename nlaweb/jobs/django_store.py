@@ -34,8 +34,8 @@ from pydantic import BaseModel
 from nlaweb.chat.models import Message, Snapshot, hash_tokens, prefix_hashes
 from nlaweb.explanations.models import Claim, ExplainRun, Explanation
 from nlaweb.explanations.runs import feed_waiting_runs, progress
-from nlaweb.jobs.frames import publish
 from nlaweb.jobs.broker import BROKER, JobQueue, QueueUnavailable, explanation_jobs, send
+from nlaweb.jobs.frames import publish
 from workers.contracts import ChatFailed, ExplanationFailed, ExplanationQueued, RunProgress
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 from workers.store import ExplainJob, ReplyJob, TakenRow, Turn, group_rows

@@ -25,8 +25,8 @@ from django.db import transaction
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.runs import feed_waiting_runs
-from nlaweb.jobs.frames import publish
 from nlaweb.jobs.broker import BROKER, Job, JobQueue, QueueUnavailable, explanation_jobs, send
+from nlaweb.jobs.frames import publish
 from nlaweb.jobs.liveness import explanation_gave_up, gave_up, reply_gave_up
 from workers.contracts import TASK_REPLY, ChatFailed, ExplanationFailed, ExplanationProgress
 

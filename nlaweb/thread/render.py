@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nlaweb.thread.view import Branches, ThreadView, render_thread
 from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.models import Explanation
+from nlaweb.thread.view import Branches, ThreadView, render_thread
 
 #: A share shows one branch: no alternatives to switch to.
 ONE_BRANCH = Branches(index=1, count=1, previous=None, next=None)

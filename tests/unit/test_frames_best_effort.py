@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from nlaweb.jobs import frames
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
+from nlaweb.jobs import frames
 from nlaweb.jobs.django_store import DjangoStore
 from nlaweb.layers import redis_channel_layer
 from tests.factories import snapshot_of

@@ -7,11 +7,11 @@ import pytest
 from django.urls import reverse
 
 from nlaweb.chat.conversation import start_conversation
-from nlaweb.thread.view import thread_view
 from nlaweb.explanations import runs
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import request_explanations
 from nlaweb.jobs.django_store import DjangoStore
+from nlaweb.thread.view import thread_view
 from tests.factories import snapshot_of
 from tests.personas import make_persona
 from workers.contracts import RunProgress

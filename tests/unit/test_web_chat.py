@@ -7,10 +7,10 @@ from django.conf import settings
 from django.urls import reverse
 
 from nlaweb.chat.conversation import send_message, start_conversation
-from nlaweb.thread.view import thread_view
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanation
+from nlaweb.thread.view import thread_view
 from tests.factories import snapshot_of
 
 pytestmark = pytest.mark.django_db
