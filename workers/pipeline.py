@@ -21,6 +21,7 @@ from workers.contracts import (
     ExplanationText,
 )
 from workers.nla.errors import NlaError, is_time_limit
+from workers.nla.types import Engine, Reply
 from workers.store import ExplainJob, ReplyJob, SnapshotStore, Store, Turn
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,10 @@ log = logging.getLogger(__name__)
 TEXT_FRAME_INTERVAL_S = 0.1
 
 #: The engine serving a source id (`workers.nla.registry.get_engine` in a worker).
-EngineFor = Callable[[str], Any]
+EngineFor = Callable[[str], Engine]
 
 
-def registry_engine(source_id: str) -> Any:
+def registry_engine(source_id: str) -> Engine:
     """The worker's engine for `source_id`: loaded once per process (imports torch on first use)."""
     from workers.nla.registry import get_engine
 
@@ -81,7 +82,7 @@ def _turns(history: list[Any]) -> list[Any]:
 
 
 def _save_snapshot(
-    store: SnapshotStore, engine: Any, leaf_id: str, source_id: str, history: list[Any]
+    store: SnapshotStore, engine: Engine, leaf_id: str, source_id: str, history: list[Any]
 ) -> None:
     tokenized = engine.tokenize(_turns(history))
     ids = [t.message_id for t in history]
@@ -137,7 +138,9 @@ def run_reply(
         store.publish(job.conversation_id, ChatFailed(message_id=message_id, error=reason))
 
 
-def _write(engine: Any, job: ReplyJob, max_new_tokens: int, on_text: Callable[[str], None]) -> Any:
+def _write(
+    engine: Engine, job: ReplyJob, max_new_tokens: int, on_text: Callable[[str], None]
+) -> Reply:
     """The message's final text: the person's own for an edited turn, else generated (after the
     message's current text when it is continued)."""
     from workers.nla.types import GenerationSettings, Reply

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY, TASK_TOKENIZE, TASK_VECTORS
 from workers.nla.errors import NlaError
+from workers.nla.types import Engine
 from workers.source_config import served_sources
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _configure_engines() -> None:
         _done = True
 
 
-def _engine(source_id: str) -> Any:
+def _engine(source_id: str) -> Engine:
     """The engine of `source_id`, configuring this process's sources first: only a job that has
     rows to run imports torch (a redelivered job whose rows are done or failed returns at once)."""
     from workers.pipeline import registry_engine

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from workers.nla.errors import InputTooLong, NlaError
+from workers.nla.types import Engine, TokenizedConversation
 from workers.pipeline import EngineFor, _save_snapshot, _turns, readable, registry_engine
 from workers.store import ApiStore
 
@@ -25,7 +26,7 @@ def error_code(error: BaseException) -> str:
     return type(error).__name__ if isinstance(error, NlaError) else "WorkerError"
 
 
-def _check_length(engine: Any, count: int) -> None:
+def _check_length(engine: Engine, count: int) -> None:
     if count > engine.max_sequence_tokens:
         raise InputTooLong(
             f"This input has {count} tokens; the source accepts at most "
@@ -33,7 +34,7 @@ def _check_length(engine: Any, count: int) -> None:
         )
 
 
-def _tokenized(engine: Any, history: list[Any], raw: bool) -> Any:
+def _tokenized(engine: Engine, history: list[Any], raw: bool) -> TokenizedConversation:
     """The tokens of the input, refused when too long or when the chat template refuses it."""
     from jinja2 import TemplateError
 
@@ -50,7 +51,7 @@ def _tokenized(engine: Any, history: list[Any], raw: bool) -> Any:
 
 
 def _save_raw_snapshot(
-    store: ApiStore, engine: Any, leaf_id: str, source_id: str, text: str
+    store: ApiStore, engine: Engine, leaf_id: str, source_id: str, text: str
 ) -> None:
     tokenized = engine.tokenize_text(text)
     spans = [

@@ -5,7 +5,6 @@ may have at most MAX_ROWS_IN_FLIGHT_PER_USER rows queued or running at once."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from nlaweb.chat.models import Snapshot, prefix_hashes
 from nlaweb.explanations.models import Explanation
 from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_EXPLAIN
-from workers.nla.types import MAX_POSITIONS_PER_REQUEST
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST, settings_key
 
 DEFAULT_TEMPERATURE = 0.0
 #: A row in these states is explained again when it is asked for again.
@@ -37,10 +36,7 @@ class ExplainSettings:
     seed: int = 0
 
     def key(self) -> str:
-        """Same canonical form as workers.nla.types.GenerationSettings.key()."""
-        return json.dumps(
-            {"t": self.temperature, "n": self.max_new_tokens, "s": self.seed}, sort_keys=True
-        )
+        return settings_key(self.temperature, self.max_new_tokens, self.seed)
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {

@@ -144,9 +144,3 @@ def cancel_run(run: ExplainRun) -> ExplainRun:
             status=Explanation.Status.QUEUED,
         ).cancel("Cancelled before it started.", timezone.now())
     return run
-
-
-def ordinal(place: int) -> str:
-    """1 → "1st", 2 → "2nd", 11 → "11th", 23 → "23rd"."""
-    suffix = "th" if 10 <= place % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(place % 10, "th")
-    return f"{place}{suffix}"

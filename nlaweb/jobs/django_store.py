@@ -36,7 +36,13 @@ from nlaweb.explanations.models import Claim, ExplainRun, Explanation
 from nlaweb.explanations.runs import feed_waiting_runs, progress
 from nlaweb.jobs.broker import BROKER, JobQueue, QueueUnavailable, explanation_jobs, send
 from nlaweb.jobs.frames import publish
-from workers.contracts import ChatFailed, ExplanationFailed, ExplanationQueued, RunProgress
+from workers.contracts import (
+    ChatFailed,
+    ExplanationFailed,
+    ExplanationQueued,
+    RunProgress,
+    in_line,
+)
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 from workers.store import ExplainJob, ReplyJob, TakenRow, Turn, group_rows
 
@@ -248,7 +254,8 @@ class DjangoStore:
             )
         )
         for pk, conversation_id in owners.items():
-            frame = ExplanationQueued(explanation_id=str(pk), place=places[str(pk)])
+            place = places[str(pk)]
+            frame = ExplanationQueued(explanation_id=str(pk), place=place, line=in_line(place))
             self.publish(str(conversation_id), frame)
 
     def job_finished(self, explanation_ids: list[str]) -> None:

@@ -11,9 +11,8 @@ from typing import Any
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.chat.tokens import InContext, content_range, in_context
 from nlaweb.explanations.models import Explanation
-from nlaweb.explanations.runs import ordinal
 from nlaweb.sources.configured import build_figures, get_source
-from workers.contracts import STAGES
+from workers.contracts import STAGES, in_line
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 ROLE_WORDS = {"user": "user message", "assistant": "assistant reply", "system": "system prompt"}
@@ -72,7 +71,7 @@ def sections(explanations: Iterable[Explanation]) -> list[Section]:
     places = Explanation.objects.queue_places(waiting[0].source_id) if waiting else {}
     shown = [section(e) for e in rows]
     return [
-        replace(s, place=f"{ordinal(places[str(s.e.pk)])} in line") if str(s.e.pk) in places else s
+        replace(s, place=in_line(places[str(s.e.pk)])) if str(s.e.pk) in places else s
         for s in shown
     ]
 

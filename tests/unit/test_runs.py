@@ -14,7 +14,7 @@ from nlaweb.jobs.django_store import DjangoStore
 from nlaweb.thread.view import thread_view
 from tests.factories import snapshot_of
 from tests.personas import make_persona
-from workers.contracts import RunProgress
+from workers.contracts import RunProgress, ordinal
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +88,7 @@ def test_waiting_rows_are_told_their_place_in_the_order_workers_take_them(long_r
     assert places[str(flood[0].pk)] == 1
     assert places[str(single.pk)] == 2  # people take turns: the flood does not push it back
     assert [places[str(r.pk)] for r in flood[1:]] == [3, 4]
-    assert [runs.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)] == [
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "103rd",
     ]  # fmt: skip
 
