@@ -10,6 +10,7 @@ from nlaweb.accounts.guests import guest_on_post
 from nlaweb.chat.conversation import ReplyInProgress, send_message, start_conversation
 from nlaweb.chat.forms import MessageForm
 from nlaweb.chat.models import Conversation
+from nlaweb.middleware.htmx import HtmxHttpRequest
 from nlaweb.thread.page import page_context
 
 
@@ -32,10 +33,10 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def conversation(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation(request: HtmxHttpRequest, conversation_id: str) -> HttpResponse:
     conv = owned(request, conversation_id)
     template = "chat/conversation.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         template += "#thread"
     return render(request, template, page_context(request, conv))
 

@@ -51,6 +51,24 @@ class Chip:
             return ""
         return (e.confidence or "unscored") if e.status == e.Status.DONE else "pending"
 
+    @property
+    def classes(self) -> str:
+        """Its CSS classes past `tok`: what kind of token (`tpl`, `ws`), and its tint once explained
+        (`explained high`); the page's own state (open, pinned, read-only) is the template's."""
+        kind = "tpl" if self.template else "ws" if self.whitespace else ""
+        tint = f"explained {self.confidence}" if self.explained else ""
+        return " ".join(part for part in (kind, tint) if part)
+
+    @property
+    def title(self) -> str:
+        """The hover text: `token #5 · id 42 · explained (high, relative MSE 0.31)`."""
+        title = f"token #{self.position} · id {self.token_id}"
+        e = self.explained
+        if e is None:
+            return title
+        scored = f", relative MSE {e.relative_mse:.2f}" if e.relative_mse is not None else ""
+        return f"{title} · explained ({self.confidence}{scored})"
+
 
 @dataclass(frozen=True)
 class Branches:
