@@ -5,7 +5,6 @@ from the schemas). Operations parse, call one domain function and answer; every 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -15,7 +14,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from nlaweb.api import completion, explain, stream, vectors
 from nlaweb.api.auth import AUTH, NO_KEY, Caller
-from nlaweb.api.catalog import all_sources
+from nlaweb.api.catalog import all_sources, public_checkpoint
 from nlaweb.api.errors import ApiError, PayloadTooLarge, Unauthorized, validation_sentence
 from nlaweb.api.schemas import (
     CompletionRequest,
@@ -146,7 +145,9 @@ def sources(request: HttpRequest) -> dict[str, Any]:
                 **{k: getattr(s, k) for k in ("id", "label", "layer", "d_model", "demo")},
                 **{k: getattr(s, k) for k in ("var_baseline", "uncalibrated", "notes")},
                 "modelId": s.model_id,
-                "checkpoints": {"target": asdict(s.target), "av": asdict(s.av), "ar": asdict(s.ar)},
+                "checkpoints": {
+                    r: public_checkpoint(getattr(s, r).ref) for r in ("target", "av", "ar")
+                },
                 "default": s.id == default,
             }
             for s in all_sources()
