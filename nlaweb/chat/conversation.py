@@ -117,12 +117,6 @@ class RenderedMessage:
     def has_content_chips(self) -> bool:
         return any(not c.template for c in self.chips or [])
 
-    @property
-    def has_explained(self) -> bool:
-        """Some word of the message has a finished explanation (its table has a row)."""
-        done = Explanation.Status.DONE
-        return any(c.explained and c.explained.status == done for c in self.chips or [])
-
 
 @dataclass(frozen=True)
 class ThreadView:

@@ -8,10 +8,12 @@ import csv
 import io
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.table import COLUMNS, message_table, table_csv
+from nlaweb.share.sharing import create_share
 from tests.sharing import explained_conversation, finished
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +30,7 @@ def _urls(found, message_id):
 def test_the_table_lists_the_messages_finished_explanations_by_position(owner):
     found = explained_conversation(owner.user, positions=(2, 10, 8))
     finished(found.snapshot, 9, status=Explanation.Status.FAILED)  # failed: no row
+    finished(found.snapshot, 11, status=Explanation.Status.QUEUED)  # not finished: no row yet
     Explanation.objects.filter(pk=found.explanations[10].pk).update(
         relative_mse=1.31, fve=-0.31, cosine=0.41, specificity=None, confidence="low"
     )
@@ -84,13 +87,15 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted_and_numbers_stay_numb
         assert row[2] == f"'{start}cmd"
 
 
-def test_the_table_button_shows_on_a_message_with_an_explained_word_only(owner):
+def test_every_message_with_words_has_a_table_button_beside_explain_all(owner):
     found = explained_conversation(owner.user, positions=(8,))
     page = owner.client.get(reverse("conversation", args=[found.conversation.id])).content.decode()
-    reply, user = found.snapshot.leaf, found.snapshot.leaf.parent
-    assert f'data-role="show-table" data-message-id="{reply.id}"' in page
-    assert f'data-role="show-table" data-message-id="{user.id}"' not in page
-    assert _urls(found, reply.id)["message_table"] in page
+    for message in (found.snapshot.leaf, found.snapshot.leaf.parent):
+        assert f'data-role="show-table" data-message-id="{message.id}"' in page
+        assert _urls(found, message.id)["message_table"] in page
+    share = create_share(found.conversation, None, "")
+    reader = Client().get(reverse("share_view", args=[share.id])).content.decode()
+    assert "data-table-slot" not in reader and 'data-role="show-table"' not in reader  # owner's
 
 
 def test_a_message_with_nothing_explained_has_an_empty_table_with_a_sentence(owner):
