@@ -159,7 +159,9 @@ def sources(request: HttpRequest) -> dict[str, Any]:
     "/explain",
     response={200: ExplainResponse, **ERRORS},
     summary="Explain tokens of a text, a chat or a stored conversation",
-    openapi_extra={"responses": {"200": SSE_OR_JSON}},
+    # An int key, as ninja's own: a "200" string beside it made the document carry two "200"
+    # keys, which Swagger UI refuses ("duplicated mapping key") and so drew no operation at all.
+    openapi_extra={"responses": {200: SSE_OR_JSON}},
 )
 async def explain_tokens(request: HttpRequest, payload: ExplainRequest) -> Any:
     asked = await explain.ask(_caller(request).user, payload)

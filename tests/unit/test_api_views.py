@@ -270,8 +270,17 @@ def test_a_guest_gets_the_keys_page_and_a_visitor_without_an_account_is_sent_to_
     assert visitor.get("/account/api-keys").status_code == 200
 
 
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"repeated keys: {sorted(keys)}"
+    return dict(pairs)
+
+
 def test_the_openapi_document_and_docs_are_public(db):
-    schema = Client().get("/api/v1/openapi.json").json()
+    body = Client().get("/api/v1/openapi.json").content
+    schema = json.loads(body, object_pairs_hook=_no_repeated_keys)  # Swagger UI refuses repeats
+    ok = schema["paths"]["/api/v1/explain"]["post"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/json", "text/event-stream"}
     assert {"/api/v1/explain", "/api/v1/sources", "/api/v1/score"} <= set(schema["paths"])
     assert Client().get("/api/v1/docs").status_code == 200
 
