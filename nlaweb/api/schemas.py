@@ -221,8 +221,11 @@ class ScoreResponse(BaseModel):
 
 
 class CheckpointOut(BaseModel):
-    ref: str
-    revision: str | None
+    ref: str = Field(description="A hub id, or a local checkpoint directory's name (never a path)")
+    revision: str = Field(
+        description="The hub revision (`main` when unpinned), `sha256:<16 hex>` of a local "
+        "directory's files, or `missing`"
+    )
 
 
 class SourceOut(BaseModel):

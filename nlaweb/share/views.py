@@ -131,7 +131,8 @@ def import_conversation(request: HttpRequest) -> HttpResponse:
 def _gone(request: HttpRequest, gone: ShareGone, template: str) -> HttpResponse:
     if not gone.revoked:
         raise Http404
-    return render(request, template, {"message": str(gone)}, status=404)
+    context = {"message": str(gone), "is_owner": gone.owner_id == request.user.pk}
+    return render(request, template, context, status=404)
 
 
 def _page(request: HttpRequest, share_id: str, template: str, gone: str) -> HttpResponse:

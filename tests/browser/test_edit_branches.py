@@ -82,13 +82,15 @@ def test_the_seeds_example_edit_the_reply_from_cat_to_dog_and_explain_dog(page: 
     assert row.token_id == row.snapshot.token_ids[position]
     assert leaf.content == "The dog runs in the park." and leaf.origin == "edited"
 
-    # Compare " dog" with the "cat" branch: another token there, so the person picks "cat".
+    # Compare " dog" with the "cat" branch: the edit swapped one token for one, so one click
+    # compares the same position (no second pick), both columns laid out as panel sections.
     section.get_by_role("button", name="Compare with branch…").click()
     compare = section.locator('[data-role="compare"]')
     compare.get_by_role("button", name=re.compile("The cat runs in the park")).click()
-    expect(compare).to_contain_text("pick the one to compare with")
-    compare.get_by_role("button", name="cat", exact=True).click()
     side = section.locator(".side-by-side")
+    expect(
+        side.locator(".compare-side.mine .explanation [data-role='relative-mse']")
+    ).to_be_visible()
     expect(side.locator(".compare-side.theirs .explanation")).to_have_attribute(
         "data-status", "done"
     )
@@ -97,7 +99,10 @@ def test_the_seeds_example_edit_the_reply_from_cat_to_dog_and_explain_dog(page: 
     screenshot(page, "compare-dog-with-cat")
 
     # Back to the "cat" branch and forth: both branches keep their explanations.
-    dog_reply.get_by_role("button", name="previous alternative").click()
+    switcher = dog_reply.get_by_role("button", name="previous alternative")
+    box = switcher.bounding_box()
+    assert box["width"] >= 28 and box["height"] >= 28, box  # a comfortable target
+    switcher.click()
     cat_reply = page.locator("article.message.assistant")
     expect(cat_reply.locator('[data-role="branch-position"]')).to_have_text("2 / 3")
     expect(_token(cat_reply, "cat")).to_have_class(re.compile(r"\bexplained\b"))
