@@ -4,13 +4,15 @@ me**ow** …", which message), and the rows a URL asks to show open (`?open=<id>
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.chat.tokens import InContext, content_range, in_context
+from nlaweb.explanations.generic import generic_count, repeats
 from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.request import explained_rows
 from nlaweb.explanations.runs import ordinal, queue_places
 from nlaweb.sources import build_figures, get_source
 from workers.contracts import STAGES
@@ -30,6 +32,10 @@ class Section:
     where: str  # "assistant reply · message 2", "chat template"
     template: bool  # the token is chat-template text, not a word of a message
     place: str = ""  # "3rd in line" while it waits in its source's queue
+    #: How many explained tokens of its message carry the same text, when that makes it generic
+    #: (nlaweb/explanations/generic.py); 0 otherwise.
+    generic: int = 0
+    explained_in_message: int = 0  # the message's explained tokens (done), for the generic note
 
 
 def section(explanation: Explanation) -> Section:
@@ -60,9 +66,29 @@ def _in_message(explanation: Explanation, index: int, span: dict[str, Any], numb
     lo, hi = (start + first, start + last) if inside else (start, end)
     role = ROLE_WORDS.get(span["role"], span["role"])
     where = f"{role} · message {number}" + ("" if inside else " · template token")
+    shared, explained = _generic(explanation, start, end)
     return Section(
-        explanation, index, in_context(snapshot.token_texts, position, lo, hi), where, not inside
+        explanation,
+        index,
+        in_context(snapshot.token_texts, position, lo, hi),
+        where,
+        not inside,
+        generic=shared,
+        explained_in_message=explained,
     )
+
+
+def _generic(explanation: Explanation, start: int, end: int) -> tuple[int, int]:
+    """(tokens of the message sharing this row's text when it is generic, else 0; the message's
+    explained tokens), over the finished rows of the message's token prefixes."""
+    if explanation.status != Explanation.Status.DONE or not explanation.text.strip():
+        return 0, 0
+    rows = explained_rows(explanation.snapshot)
+    texts = [
+        r.text for p, r in rows.items() if start <= p < end and r.status == Explanation.Status.DONE
+    ]
+    counts, explained = repeats(texts)
+    return generic_count(explanation.text, counts, explained), explained
 
 
 def sections(explanations: Iterable[Explanation]) -> list[Section]:
@@ -91,8 +117,12 @@ def parse_open(raw: str) -> list[uuid.UUID]:
     return ids[:MAX_POSITIONS_PER_REQUEST]
 
 
-def opened(conversation: Conversation, raw: str) -> list[Explanation]:
-    """The rows `raw` names that belong to this conversation, in the order named."""
+def opened(
+    conversation: Conversation, raw: str, prefixes: Collection[str] | None = None
+) -> list[Explanation]:
+    """The rows `raw` names that belong to this conversation, in the order named; with `prefixes`
+    (the token-prefix hashes of the thread on screen), only rows of those prefixes: a row of another
+    branch at the same position explains another token and stays closed."""
     wanted = parse_open(raw)
     rows = {
         e.pk: e
@@ -100,7 +130,10 @@ def opened(conversation: Conversation, raw: str) -> list[Explanation]:
             pk__in=wanted, snapshot__conversation=conversation
         )
     }
-    return [rows[i] for i in wanted if i in rows]
+    shown = [rows[i] for i in wanted if i in rows]
+    if prefixes is None:
+        return shown
+    return [e for e in shown if e.prefix_hash in prefixes]
 
 
 def panel_context(explanations: list[Explanation], error: str = "") -> dict[str, Any]:

@@ -145,7 +145,7 @@ def _page(request: HttpRequest, share_id: str, template: str, gone: str) -> Http
         "page": page,
         "view": page.thread,
         "panel": panel_context(page.open),
-        "open_positions": page.open_positions,
+        "open_prefixes": page.open_prefixes,
         "pinned_position": share.pinned_position,
         "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
         "link": _link(request, share),
