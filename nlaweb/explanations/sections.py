@@ -4,7 +4,7 @@ me**ow** …", which message), and the rows a URL asks to show open (`?open=<id>
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,8 +38,9 @@ class Section:
     explained_in_message: int = 0  # the message's explained tokens (done), for the generic note
 
 
-def section(explanation: Explanation) -> Section:
-    """The row with its token quoted between its neighbours in its own snapshot."""
+def section(explanation: Explanation, scope: Mapping[int, Explanation] | None = None) -> Section:
+    """The row with its token quoted between its neighbours in its own snapshot; `scope` (position
+    → row; default: the stored rows of the snapshot's prefixes) is what the generic flag counts."""
     stage = explanation.stage
     index = STAGES.index(stage) if stage in STAGES else 0
     snapshot = explanation.snapshot
@@ -49,13 +50,19 @@ def section(explanation: Explanation) -> Section:
     message_spans = [s for s in snapshot.spans if s["message_id"]]
     for number, span in enumerate(message_spans, start=1):
         if span["start"] <= position < span["end"]:
-            return _in_message(explanation, index, span, number)
+            return _in_message(explanation, index, span, number, scope)
     return Section(
         explanation, index, in_context(texts, position, 0, len(texts)), "chat template", True
     )
 
 
-def _in_message(explanation: Explanation, index: int, span: dict[str, Any], number: int) -> Section:
+def _in_message(
+    explanation: Explanation,
+    index: int,
+    span: dict[str, Any],
+    number: int,
+    scope: Mapping[int, Explanation] | None,
+) -> Section:
     snapshot, position = explanation.snapshot, explanation.position
     start, end = int(span["start"]), int(span["end"])
     content = (
@@ -66,7 +73,7 @@ def _in_message(explanation: Explanation, index: int, span: dict[str, Any], numb
     lo, hi = (start + first, start + last) if inside else (start, end)
     role = ROLE_WORDS.get(span["role"], span["role"])
     where = f"{role} · message {number}" + ("" if inside else " · template token")
-    shared, explained = _generic(explanation, start, end)
+    shared, explained = _generic(explanation, start, end, scope)
     return Section(
         explanation,
         index,
@@ -78,12 +85,15 @@ def _in_message(explanation: Explanation, index: int, span: dict[str, Any], numb
     )
 
 
-def _generic(explanation: Explanation, start: int, end: int) -> tuple[int, int]:
+def _generic(
+    explanation: Explanation, start: int, end: int, scope: Mapping[int, Explanation] | None
+) -> tuple[int, int]:
     """(tokens of the message sharing this row's text when it is generic, else 0; the message's
-    explained tokens), over the finished rows of the message's token prefixes."""
+    explained tokens), over the finished rows of the message's token prefixes (or of `scope`: a
+    share's frozen set, so a later explanation never changes what its link shows)."""
     if explanation.status != Explanation.Status.DONE or not explanation.text.strip():
         return 0, 0
-    rows = explained_rows(explanation.snapshot)
+    rows = scope if scope is not None else explained_rows(explanation.snapshot)
     texts = [
         r.text for p, r in rows.items() if start <= p < end and r.status == Explanation.Status.DONE
     ]
@@ -91,12 +101,14 @@ def _generic(explanation: Explanation, start: int, end: int) -> tuple[int, int]:
     return generic_count(explanation.text, counts, explained), explained
 
 
-def sections(explanations: Iterable[Explanation]) -> list[Section]:
+def sections(
+    explanations: Iterable[Explanation], scope: Mapping[int, Explanation] | None = None
+) -> list[Section]:
     """The rows as the panel shows them; those that wait say their place in the queue."""
     rows = list(explanations)
     waiting = [e for e in rows if e.status == Explanation.Status.QUEUED]
     places = queue_places(waiting[0].source_id) if waiting else {}
-    shown = [section(e) for e in rows]
+    shown = [section(e, scope) for e in rows]
     return [
         replace(s, place=f"{ordinal(places[str(s.e.pk)])} in line") if str(s.e.pk) in places else s
         for s in shown
@@ -136,11 +148,16 @@ def opened(
     return [e for e in shown if e.prefix_hash in prefixes]
 
 
-def panel_context(explanations: list[Explanation], error: str = "") -> dict[str, Any]:
-    """What templates/explanations/panel.html needs to show these rows (or one error)."""
+def panel_context(
+    explanations: list[Explanation],
+    error: str = "",
+    scope: Mapping[int, Explanation] | None = None,
+) -> dict[str, Any]:
+    """What templates/explanations/panel.html needs to show these rows (or one error); `scope`
+    as for `section`."""
     source_id = explanations[0].source_id if explanations else ""
     return {
-        "sections": sections(explanations),
+        "sections": sections(explanations, scope),
         "error": error,
         "source": get_source(source_id),
         "figures": build_figures(source_id) if explanations else {},

@@ -232,7 +232,7 @@ def test_a_branch_switch_never_leaves_the_other_branchs_explanation_on_its_posit
 
     dog_reply.get_by_role("button", name="previous alternative").click()
     zebra_reply = page.locator("article.message.assistant")
-    expect(zebra_reply.locator(".prose")).to_contain_text("I prefer the zebra.")
+    expect(zebra_reply.locator('[data-role="branch-position"]')).to_have_text("2 / 3")
     same_place = page.locator(f'#thread .tok[data-position="{position}"]')
     assert "dog" not in same_place.inner_text()
     expect(page.locator(f'#panel [data-explanation-id="{dog_id}"]')).to_have_count(0)
@@ -243,7 +243,9 @@ def test_a_branch_switch_never_leaves_the_other_branchs_explanation_on_its_posit
 
     # A link that still names the dog's row on the zebra branch opens nothing there.
     page.goto(page.url + ("&" if "?" in page.url else "?") + f"open={dog_id}")
-    expect(page.locator("article.message.assistant .prose")).to_contain_text("I prefer the zebra.")
+    expect(page.locator('article.message.assistant [data-role="branch-position"]')).to_have_text(
+        "2 / 3"
+    )
     expect(page.locator(f'#panel [data-explanation-id="{dog_id}"]')).to_have_count(0)
     expect(page.locator(f'#thread .tok[data-position="{position}"]')).not_to_have_class(
         re.compile(r"\b(explained|open)\b")
