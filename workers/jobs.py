@@ -227,6 +227,8 @@ def _result_fields(result: Any, template_end: int) -> dict[str, Any]:
         "relative_mse": f.relative_mse,
         "confidence": f.confidence or "",
         "specificity": f.specificity,
+        "calibration": f.calibration or "",
+        "confidence_note": f.confidence_note,
         "l2_norm": result.l2_norm,
         "warnings": warnings_for(result, template_end),
         "error": "",

@@ -102,7 +102,11 @@ def source_info(source_id: str) -> SourceInfo | None:
 
 def _info(source: SourceConfig) -> SourceInfo:
     overrides = Overrides(
-        source.layer, source.injection_scale, source.mse_scale, source.var_baseline
+        source.layer,
+        source.injection_scale,
+        source.mse_scale,
+        source.var_baseline,
+        source.calibration,
     )
     layer = d_model = var = None
     uncalibrated = False

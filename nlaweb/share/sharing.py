@@ -151,8 +151,9 @@ class SharedPage:
     open: list[Explanation]  # what the panel shows: the URL's `open` ids, else the pinned one
 
     @property
-    def open_positions(self) -> set[int]:
-        return {p for p, e in self.explained.items() if e in self.open}
+    def open_prefixes(self) -> set[str]:
+        """The token prefixes whose explanations the panel shows (what the outline is keyed by)."""
+        return {e.prefix_hash for e in self.explained.values() if e in self.open}
 
     @property
     def pinned_section(self) -> Section | None:

@@ -178,6 +178,10 @@ def test_at_most_16_new_positions_and_stored_ones_do_not_count(owner, key, setti
         status="done",
         text="Cats.\n\nSleep.",
         mse=0.5,
+        confidence="low",
+        specificity=0.97,
+        calibration="shuffled",
+        confidence_note="More specific than 97% of the reference explanations, yet low: …",
     )
     settings.API_WAIT_SECONDS = 1  # no worker here: the answer shows the rows as they stand
     response = _post("/explain", body, key)
@@ -185,6 +189,11 @@ def test_at_most_16_new_positions_and_stored_ones_do_not_count(owner, key, setti
     results = response.json()["results"]
     assert [r["position"] for r in results] == list(range(17))
     assert results[0]["cached"] and results[0]["paragraphs"] == ["Cats.", "Sleep."]
+    # The page's figures, in the API too (issue 14.4): specificity and the calibrated confidence.
+    first = {k: results[0][k] for k in ("confidence", "specificity", "calibration")}
+    assert first == {"confidence": "low", "specificity": 0.97, "calibration": "shuffled"}
+    assert results[0]["confidence_note"].startswith("More specific than 97%")
+    assert results[1]["specificity"] is None and results[1]["calibration"] is None
     assert {r["status"] for r in results[1:]} == {"queued"} and not results[1]["cached"]
     assert response.json()["cacheId"] == str(conversation.id)
 
