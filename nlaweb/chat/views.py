@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from nlaweb.accounts.guests import guest_on_post
 from nlaweb.chat.conversation import ReplyInProgress, send_message, start_conversation
@@ -19,7 +19,7 @@ def owned(request: HttpRequest, conversation_id: str) -> Conversation:
     return get_object_or_404(Conversation, pk=conversation_id, owner_id=request.user.pk)
 
 
-@require_GET
+@require_safe  # HEAD answers like GET (uptime probes and link checkers send it)
 def home(request: HttpRequest) -> HttpResponse:
     conversations = Conversation.objects.filter(owner_id=request.user.pk)[:50]
     return render(request, "chat/home.html", {"conversations": conversations})

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from nlaweb.chat.edit import MAX_SEED
 from nlaweb.chat.forms import MessageForm
-from nlaweb.chat.models import Conversation
+from nlaweb.chat.models import Conversation, prefix_hashes
 from nlaweb.chat.starters import starters_for
 from nlaweb.sources.configured import build_figures, get_source
 from nlaweb.thread.panel import opened, panel_context
@@ -30,10 +30,12 @@ def page_context(
     explanations are open and whether template tokens show, so a reload or a copied link shows
     the same page. After a POST the branch is the conversation's (new) head."""
     source = get_source(conversation.source_id)
-    panel = panel_context(opened(conversation, request.GET.get("open", "")))
     at = at or (request.GET.get("at") if request.method == "GET" else None)
+    view = thread_view(conversation, shown_leaf(conversation, at))
+    prefixes = set(prefix_hashes(view.snapshot.token_ids)) if view.snapshot else set()
+    panel = panel_context(opened(conversation, request.GET.get("open", ""), prefixes))
     return {
-        "view": thread_view(conversation, shown_leaf(conversation, at)),
+        "view": view,
         "chat_error": error,
         "seed": secrets.randbelow(MAX_SEED),
         "form": form or MessageForm(),
@@ -44,6 +46,6 @@ def page_context(
         "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
         "starters": starters_for(source),
         "panel": panel,
-        "open_positions": {s.e.position for s in panel["sections"]},
+        "open_prefixes": {s.e.prefix_hash for s in panel["sections"]},
         "show_template": request.GET.get("tpl") == "1",
     }
