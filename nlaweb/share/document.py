@@ -87,6 +87,10 @@ class ExplanationDoc(_Strict):
     confidence: str = Field(max_length=16)
     l2_norm: float | None
     specificity: float | None = None  # absent from files written before it existed
+    # Where the score fell on the source's scale and the pill's sentence, as the page showed them
+    # (absent from files written before calibrated confidence existed).
+    calibration: Literal["", "matched", "between", "shuffled"] = ""
+    confidence_note: str = Field(default="", max_length=2000)
     warnings: list[str]
     error: str
     created_at: datetime

@@ -325,10 +325,7 @@ NOT_EXPORTED = {
     "Conversation": {"id", "owner", "updated_at"},
     "Message": {"conversation", "sent_at", "heartbeat_at", "attempts", "job_id"},
     "Snapshot": {"conversation", "tokens_hash"},
-    "Explanation": {"prefix_hash", "sent_at", "heartbeat_at", "attempts", "job_id"}
-    # Added by issue 14 (calibrated confidence) without an export field: not exported today, as on
-    # main; whether an export should carry them is issue 14's call (noted for the lead).
-    | {"calibration", "confidence_note"},
+    "Explanation": {"prefix_hash", "sent_at", "heartbeat_at", "attempts", "job_id"},
 }
 
 
@@ -348,3 +345,28 @@ def test_every_column_of_the_exported_rows_is_in_the_document_or_left_out_on_pur
         assert not missing, (
             f"{model.__name__} columns neither exported nor listed: {sorted(missing)}"
         )
+
+
+def test_an_export_carries_the_calibrated_confidence_and_an_older_file_imports_without_it(
+    owner, stranger
+):
+    original = branched(owner.user)
+    row = Explanation.objects.filter(snapshot__conversation=original, status="done").first()
+    note = "The text rebuilds the activation well, but so do most other texts."
+    Explanation.objects.filter(pk=row.pk).update(calibration="matched", confidence_note=note)
+    document = _export(original)
+    exported = next(e for e in document["explanations"] if e["id"] == str(row.pk))
+    assert (exported["calibration"], exported["confidence_note"]) == ("matched", note)
+    copy = import_bytes(stranger.user, json.dumps(document).encode())
+    copied = Explanation.objects.get(
+        snapshot__conversation=copy, position=row.position, text=row.text
+    )
+    assert (copied.calibration, copied.confidence_note) == ("matched", note)
+    for e in document["explanations"]:  # a file written before calibrated confidence existed
+        del e["calibration"], e["confidence_note"]
+    older = import_bytes(stranger.user, json.dumps(document).encode())
+    assert set(
+        Explanation.objects.filter(snapshot__conversation=older).values_list(
+            "calibration", "confidence_note"
+        )
+    ) == {("", "")}
