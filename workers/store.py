@@ -291,24 +291,28 @@ class DjangoStore:
         self._retrying("store the snapshot", save)
 
     def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
-        from nlaweb.chat.models import Message
-
         self._retrying(
             "store the reply",
-            lambda: Message.objects.filter(pk=message_id).update(
-                content=content, status=Message.Status.DONE, error="", truncated=truncated
+            lambda: self._own_reply(message_id).update(
+                content=content, status="done", error="", truncated=truncated
             ),
         )
 
     def fail_reply(self, message_id: str, content: str, error: str) -> None:
-        from nlaweb.chat.models import Message
-
         self._retrying(
             "store the reply's failure",
-            lambda: Message.objects.filter(pk=message_id).update(
-                content=content, status=Message.Status.FAILED, error=error
+            lambda: self._own_reply(message_id).update(
+                content=content, status="failed", error=error
             ),
         )
+
+    def _own_reply(self, message_id: str) -> Any:
+        """The reply, unless another job took it since (then this job's text is refused, theirs
+        kept): the job id on the row fences a worker the sweeper took for dead. One handed back and
+        not taken again yet (no job id) still takes this job's text, so nothing is written twice."""
+        from nlaweb.chat.models import Message
+
+        return Message.objects.filter(pk=message_id).filter(Q(job_id=self.job_id) | Q(job_id=""))
 
     # -- explanations -------------------------------------------------------------------------
     def explain_job(self, explanation_ids: list[str]) -> ExplainJob | None:
@@ -407,12 +411,14 @@ class DjangoStore:
     def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None:
         from nlaweb.explanations.models import Explanation
 
-        # Only a row still running: a row cancelled meanwhile keeps "cancelled" (result discarded).
+        # Only a row still running this job (or handed back and not taken again): a row cancelled
+        # meanwhile keeps "cancelled" (result discarded); one another job took keeps theirs.
+        own = Q(status=Explanation.Status.RUNNING, job_id=self.job_id) | Q(
+            status=Explanation.Status.QUEUED, job_id=""
+        )
         self._retrying(
             "store the explanation",
-            lambda: Explanation.objects.filter(
-                pk=explanation_id, status=Explanation.Status.RUNNING
-            ).update(
+            lambda: Explanation.objects.filter(own, pk=explanation_id).update(
                 **fields, status=Explanation.Status.DONE, stage="done", finished_at=timezone.now()
             ),
         )
@@ -425,6 +431,7 @@ class DjangoStore:
             "store the failure",
             lambda: (
                 Explanation.objects.filter(pk__in=explanation_ids)
+                .filter(job_id=self.job_id)  # not rows handed back or taken by another job
                 .exclude(status=Explanation.Status.DONE)
                 .update(
                     status=Explanation.Status.FAILED,
