@@ -1,4 +1,6 @@
-"""A PostgreSQL outage longer than HEARTBEAT_TIMEOUT_S does not make the sweeper take live jobs for
+"""Outage edges. A websocket opened while PostgreSQL or Redis is down is closed with 4503 and a
+sentence (no 500, no traceback) and opens once the service is back. A PostgreSQL outage longer than
+HEARTBEAT_TIMEOUT_S does not make the sweeper take live jobs for
 dead: with two workers each holding a job (a reply half-written, an explanation mid-verbalizing),
 their heartbeats held back until after the sweeper passed with the database up again, nothing is
 queued again, each job stores its own result once, and neither worker runs the other's.
@@ -15,9 +17,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
+from nlaweb.socket_outage import CLOSE_UNAVAILABLE
 from tests.gates import ENV as GATES_ENV
 from tests.gates import Gates
 from tests.integration.test_faults import VERBALIZING, Visitor, _last_reply, _replied, _rows
@@ -181,3 +187,50 @@ def test_a_database_outage_longer_than_the_heartbeat_timeout_takes_no_live_job_f
         "SELECT count(*) FROM chat_snapshot WHERE leaf_id = %s", reply_id
     )
     assert snapshots == 1
+
+
+def _socket(outage: Outage, visitor: Visitor, conversation_id: str) -> Any:
+    cookie = f"sessionid={visitor.http.cookies['sessionid']}"
+    return connect(
+        f"{outage.stack.ws_url}/ws/conversations/{conversation_id}/",
+        additional_headers={"Cookie": cookie, "Origin": outage.stack.base_url},
+        open_timeout=30,
+    )
+
+
+@pytest.mark.parametrize("service", ["postgres", "redis"])
+def test_a_socket_opened_during_an_outage_is_closed_with_4503_and_opens_once_it_is_over(
+    outage, service
+):
+    """Channels reads the session from PostgreSQL and the consumer joins its group on Redis before
+    the socket is accepted: either one down used to end the handshake in a 500 with a traceback."""
+    visitor = Visitor(outage.stack.base_url)
+    conversation_id = visitor.new_conversation()
+    down = outage.pg if service == "postgres" else outage.redis
+    logged = outage.stack.server_log.stat().st_size
+    down.stop()
+    try:
+        with (
+            _socket(outage, visitor, conversation_id) as ws,
+            pytest.raises(ConnectionClosed) as closed,
+        ):
+            ws.recv(timeout=60)
+    finally:
+        down.start()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == CLOSE_UNAVAILABLE  # daphne 4.2 drops the close reason
+    server_log = outage.stack.server_log.read_bytes()[logged:].decode(errors="replace")
+    assert "Traceback" not in server_log and "Exception inside application" not in server_log
+    assert "websocket" in server_log and "refused: outage" in server_log
+
+    def opens() -> bool:
+        try:
+            with _socket(outage, visitor, conversation_id) as ws:
+                ws.recv(timeout=0.5)
+        except TimeoutError:
+            return True  # open and quiet: what a healthy socket of an idle conversation does
+        except (ConnectionClosed, OSError):
+            return False
+        return True
+
+    wait_until(opens, 60, f"a socket to open once {service} is back\n" + outage.stack.logs())
