@@ -33,6 +33,9 @@ class SourceConfig:
     demo: bool = False
     notes: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: "hf" or "vllm": who writes this source's replies and explanations (None: the worker's
+    #: NLA_BACKEND; workers/nla/backends.py).
+    backend: str | None = None
 
 
 def demo_paths(data_dir: Path) -> tuple[Path, Path, Path]:
@@ -67,7 +70,9 @@ _KNOWN_KEYS = {
     "var_baseline",
     "demo",
     "notes",
+    "backend",
 }
+BACKENDS = ("hf", "vllm")
 
 
 def parse_sources(text: str, origin: str = "NLA_SOURCES_FILE") -> list[SourceConfig]:
@@ -109,7 +114,18 @@ def _parse_one(table: dict[str, Any], origin: str) -> SourceConfig:
         var_baseline=_opt(table, "var_baseline", float, name, origin),
         demo=bool(table.get("demo", False)),
         notes=str(table.get("notes", "")),
+        backend=_backend(table, name, origin),
     )
+
+
+def _backend(table: dict[str, Any], name: str, origin: str) -> str | None:
+    value = table.get("backend")
+    if value is not None and value not in BACKENDS:
+        raise CheckpointIncompatible(
+            f"{origin}: source '{name}' key 'backend' must be one of {', '.join(BACKENDS)}, "
+            f"found {value!r}."
+        )
+    return value
 
 
 def _opt(table: dict[str, Any], key: str, kind: type, name: str, origin: str) -> Any:
