@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.tiny_models import build_model, build_tiny_source, build_tokenizer
+from tests.tiny_models import N_LAYERS, _config, build_tiny_source, build_tokenizer
 from tests.unit.test_nla_batching import _staggered_end_ids
 from workers.nla.decode import Decoded, DecodeSpec, generate
 from workers.nla.engine import NlaEngine
@@ -27,9 +27,33 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[Any, Any, list[int]]:
+    """A tiny Llama whose greedy tokens depend on positions: fast rotary frequencies (θ = 10) and
+    sharp attention (query and key weights × 20). A random tiny model at θ = 10⁴ moves its logits by
+    3e-4 when a position is off by five, so a wrong position could not change a single token."""
+    from transformers import AutoModelForCausalLM
+
     tokenizer = build_tokenizer()
-    model = build_model("llama", len(tokenizer))
+    config = _config("llama", len(tokenizer), N_LAYERS)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": 10.0}
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).float().eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(20)
+            layer.self_attn.k_proj.weight.mul_(20)
     return model, tokenizer, tokenizer(TEXT)["input_ids"]
+
+
+def test_the_tiny_models_greedy_token_depends_on_its_position(tiny):
+    model, _, ids = tiny
+    flips = 0
+    for end in range(10, 26):
+        with torch.no_grad():
+            right = model(input_ids=torch.tensor([ids[:end]])).logits[0, -1]
+            late = torch.cat([torch.arange(end - 1), torch.tensor([end + 4])])[None]
+            off = model(input_ids=torch.tensor([ids[:end]]), position_ids=late).logits[0, -1]
+        flips += int(right.argmax() != off.argmax())
+    assert flips >= 8  # of 16: a position off by five changes the next token most of the time
 
 
 def _prompts(ids: list[int]) -> list[list[int]]:
