@@ -23,7 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from nlaweb.socket_outage import CLOSE_UNAVAILABLE
+from nlaweb.middleware.socket_outage import CLOSE_UNAVAILABLE
 from tests.gates import ENV as GATES_ENV
 from tests.gates import Gates
 from tests.integration.test_faults import VERBALIZING, Visitor, _last_reply, _replied, _rows

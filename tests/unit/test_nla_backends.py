@@ -29,7 +29,7 @@ from workers.nla.engine import NlaEngine
 from workers.nla.errors import CheckpointIncompatible
 from workers.nla.inject import embeddings_with_injection, rescale
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
-from workers.sources import parse_sources
+from workers.source_config import parse_sources
 
 TURNS = [
     ChatTurn("user", "My cat loves to sleep on the warm windowsill in the afternoon."),

@@ -12,7 +12,7 @@ from django.urls import reverse
 from nlaweb.api.models import ApiKey
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Message
-from nlaweb.form_body import NOT_UTF8
+from nlaweb.middleware.form_body import NOT_UTF8
 from tests.factories import snapshot_of
 from tests.personas import Persona
 from tests.stack_fixtures import _use_tiny_source  # noqa: F401  (the API reads the tiny source)

@@ -1,5 +1,5 @@
 """A heartbeat that could not be written is no evidence of death: the sweeper judges silence only
-over time it watched the database answer (nlaweb.sweep.Watch), and a job the sweeper did take for
+over time it watched the database answer (nlaweb.jobs.sweep.Watch), and a job the sweeper did take for
 dead cannot overwrite the job that took its work (the job id on the row fences it). PostgreSQL, an
 injected time, kombu's in-process broker."""
 
@@ -14,11 +14,11 @@ from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
-from nlaweb.sweep import Watch, sweep
+from nlaweb.jobs.django_store import DjangoStore
+from nlaweb.jobs.sweep import Watch, sweep
 from tests.factories import snapshot_of
 from tests.live import free_port
 from tests.queues import memory_broker
-from workers.store import DjangoStore
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ from workers.nla.decode import Decoded, DecodeSpec, OnText, generate
 from workers.nla.errors import CheckpointIncompatible
 from workers.nla.loading import resolve_checkpoint
 from workers.nla.refill import Prompt, generate_refill
-from workers.sources import BACKENDS
+from workers.source_config import BACKENDS
 
 log = logging.getLogger(__name__)
 
