@@ -2,7 +2,12 @@
 what cost), 16 positions × 120 new tokens as one batch vs one by one, and the achieved decode step
 time beside the memory-bandwidth limit (weight bytes / HBM bandwidth).
 
-Run on a CUDA machine: `.venv/bin/python benchmarks/gpu_shapes.py [--layers 28] [--tokens 120]`.
+`--backend vllm` runs the AV side on vLLM instead (prompt embeddings with the injected row, as the
+worker's vLLM backend feeds it; the random weights are saved to a temporary directory for it to
+load), `--backend both` runs the two one after the other; the AR always runs on transformers.
+
+Run on a CUDA machine: `.venv/bin/python benchmarks/gpu_shapes.py [--layers 28] [--tokens 120]
+[--backend hf|vllm|both]`.
 """
 
 from __future__ import annotations
@@ -88,6 +93,43 @@ def bench_av(layers: int, tokens: int, positions: int) -> None:
     )
 
 
+def bench_av_vllm(layers: int, tokens: int, positions: int) -> None:
+    """The same AV batch through vLLM's offline engine, fed prompt embeddings `[T, d]`."""
+    import tempfile
+
+    from vllm import LLM, SamplingParams
+
+    av = qwen7b(layers)
+    prompt = torch.randint(0, 150000, (1, PROMPT_TOKENS), device="cuda")
+    vectors = rescale(torch.randn(positions, 3584, device="cuda"), 150.0)
+    embeds = embeddings_with_injection(av, prompt.expand(positions, -1), MARKER, vectors).cpu()
+    with tempfile.TemporaryDirectory() as directory:
+        av.save_pretrained(directory)
+        del av
+        torch.cuda.empty_cache()
+        llm = LLM(
+            model=directory,
+            skip_tokenizer_init=True,
+            enable_prompt_embeds=True,
+            dtype="bfloat16",
+            gpu_memory_utilization=0.5,
+            max_model_len=PROMPT_TOKENS + tokens + 8,
+        )
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True, detokenize=False)
+
+    def run(rows: torch.Tensor) -> None:
+        llm.generate([{"prompt_embeds": e} for e in rows], params, use_tqdm=False)
+
+    run(embeds[:2])  # warm-up
+    batched, _ = sync_time(lambda: run(embeds))
+    sequential, _ = sync_time(lambda: [run(embeds[i : i + 1]) for i in range(positions)])
+    print(
+        f"[AV vllm] {positions} x {tokens} tokens: batched {batched:.1f} s, sequential "
+        f"{sequential:.1f} s, ratio {sequential / batched:.1f}x; decode step of the batch "
+        f"{batched / tokens * 1e3:.2f} ms"
+    )
+
+
 def bench_ar(positions: int) -> None:
     ar = qwen7b(LAYER + 1).model
     texts = torch.randint(0, 150000, (positions, 160), device="cuda")
@@ -107,9 +149,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=28)
     parser.add_argument("--tokens", type=int, default=120)
     parser.add_argument("--positions", type=int, default=16)
+    parser.add_argument("--backend", choices=("hf", "vllm", "both"), default="hf")
     args = parser.parse_args()
-    bench_av(args.layers, args.tokens, args.positions)
-    torch.cuda.empty_cache()
+    if args.backend in ("hf", "both"):
+        bench_av(args.layers, args.tokens, args.positions)
+        torch.cuda.empty_cache()
+    if args.backend in ("vllm", "both"):
+        bench_av_vllm(args.layers, args.tokens, args.positions)
+        torch.cuda.empty_cache()
     bench_ar(args.positions)
 
 

@@ -16,6 +16,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path  # noqa: E402
 
 from nlaweb.chat.consumers import ConversationConsumer  # noqa: E402
+from nlaweb.middleware.socket_outage import SocketOutageGuard  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ConversationConsumer.as_asgi()),
@@ -25,7 +26,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            SocketOutageGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -213,6 +213,10 @@ NLA_DEFAULT_SOURCE = env_str("NLA_DEFAULT_SOURCE")
 NLA_WORKER_SOURCES = env_list("NLA_WORKER_SOURCES", [])
 NLA_DEVICE = env_str("NLA_DEVICE")
 NLA_DTYPE = env_str("NLA_DTYPE")
+# Who writes replies and explanations on a worker: transformers ("hf") or vLLM (docs/serving.md).
+NLA_BACKEND = env_str("NLA_BACKEND", "hf") or "hf"
+if NLA_BACKEND not in ("hf", "vllm"):
+    raise ImproperlyConfigured(f"NLA_BACKEND must be hf or vllm, not {NLA_BACKEND!r}.")
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 4000, minimum=1)
 REPLY_MAX_NEW_TOKENS = env_int("REPLY_MAX_NEW_TOKENS", 200, minimum=1)
 

@@ -3,7 +3,8 @@ PostgreSQL under it, at exactly that point (no sleeps, no luck).
 
 The worker is started by `python -m tests.gated_worker …` with NLAWEB_TEST_GATES=<dir>; in each
 worker process the store is wrapped so that at a gate point (`explain-<stage>` once the rows show
-that stage; `reply-text` once a reply's first text was published) the process writes
+that stage; `reply-text` once a reply's first text was published; `heartbeat` before a job's
+heartbeat thread writes a beat) the process writes
 `reached-<point>-<pid>` and waits while `closed-<point>` exists. A gate with no `closed-` file lets
 jobs through. Test code only: nothing in nlaweb/ or workers/ knows about it."""
 
@@ -59,7 +60,7 @@ def install() -> None:
     store, the worker's one seam into Django, so nothing heavy (torch) is imported before a job."""
     from nlaweb.jobs.django_store import DjangoStore
 
-    set_stage, publish = DjangoStore.set_stage, DjangoStore.publish
+    set_stage, publish, beat = DjangoStore.set_stage, DjangoStore.publish, DjangoStore._beat
 
     def gated_set_stage(store: DjangoStore, explanation_ids: list[str], stage: str) -> None:
         set_stage(store, explanation_ids, stage)
@@ -71,5 +72,10 @@ def install() -> None:
             store._gated_reply = True  # type: ignore[attr-defined]
             _wait_at("reply-text")
 
+    def gated_beat(store: DjangoStore) -> None:
+        _wait_at("heartbeat")
+        beat(store)
+
     DjangoStore.set_stage = gated_set_stage  # type: ignore[method-assign]
+    DjangoStore._beat = gated_beat  # type: ignore[method-assign]
     DjangoStore.publish = gated_publish  # type: ignore[method-assign]

@@ -199,9 +199,11 @@ def running_stack(
     *,
     worker_command: list[str] | None = None,
     sweeper: bool = False,
+    workers: int = 1,
 ) -> Iterator[Stack]:
-    """The worker (`worker_command`, default `python -m celery`) and daphne, plus the sweeper
-    (`celery worker --beat -Q sweep`) when asked; stopped on exit."""
+    """The worker (`worker_command`, default `python -m celery`; `workers` of them, the others
+    logging to worker-<n>.log) and daphne, plus the sweeper (`celery worker --beat -Q sweep`) when
+    asked; stopped on exit."""
     port = free_port()
     env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
@@ -225,6 +227,9 @@ def running_stack(
     )
     if sweeper_log is not None:
         processes["sweeper"] = _spawn(_sweeper_args(f"sweeper-{port}@%h"), env, sweeper_log)
+    for n in range(2, workers + 1):
+        args = _worker_args(command, f"test{n}-{port}@%h")
+        processes[f"worker-{n}"] = _spawn(args, env, log_dir / f"worker-{n}.log")
 
     def restart_worker() -> int:
         old = processes["worker"]
@@ -248,6 +253,9 @@ def running_stack(
     try:
         _wait_ready(processes["worker"], worker_log, "the Celery worker to be ready")
         assert processes["worker"].poll() is None, stack.logs()
+        for n in range(2, workers + 1):
+            log = log_dir / f"worker-{n}.log"
+            _wait_ready(processes[f"worker-{n}"], log, f"Celery worker {n} to be ready")
         if sweeper_log is not None:
             _wait_ready(processes["sweeper"], sweeper_log, "the sweeper to be ready")
             assert processes["sweeper"].poll() is None, stack.logs()

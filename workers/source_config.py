@@ -51,6 +51,10 @@ class SourceConfig:
             }
         )
 
+    #: "hf" or "vllm": who writes this source's replies and explanations (None: the worker's
+    #: NLA_BACKEND; workers/nla/backends.py).
+    backend: str | None = None
+
 
 def demo_paths(data_dir: Path) -> tuple[Path, Path, Path]:
     """Where `prepare_demo` writes the demo target, AV and AR."""
@@ -87,7 +91,9 @@ _KNOWN_KEYS = {
     "calibration_matched",
     "calibration_shuffled",
     "calibration_basis",
+    "backend",
 }
+BACKENDS = ("hf", "vllm")
 
 
 def parse_sources(text: str, origin: str = "NLA_SOURCES_FILE") -> list[SourceConfig]:
@@ -132,7 +138,18 @@ def _parse_one(table: dict[str, Any], origin: str) -> SourceConfig:
         calibration_matched=_opt(table, "calibration_matched", float, name, origin),
         calibration_shuffled=_opt(table, "calibration_shuffled", float, name, origin),
         calibration_basis=str(table.get("calibration_basis", "")),
+        backend=_backend(table, name, origin),
     )
+
+
+def _backend(table: dict[str, Any], name: str, origin: str) -> str | None:
+    value = table.get("backend")
+    if value is not None and value not in BACKENDS:
+        raise CheckpointIncompatible(
+            f"{origin}: source '{name}' key 'backend' must be one of {', '.join(BACKENDS)}, "
+            f"found {value!r}."
+        )
+    return value
 
 
 def _opt(table: dict[str, Any], key: str, kind: type, name: str, origin: str) -> Any:

@@ -34,7 +34,12 @@ def _configure_engines() -> None:
         except NlaError as error:  # jobs then fail with "this worker serves: none", not hang
             log.error("%s", error.message)
             served = []
-        registry.configure(served, device=settings.NLA_DEVICE, dtype=settings.NLA_DTYPE)
+        registry.configure(
+            served,
+            device=settings.NLA_DEVICE,
+            dtype=settings.NLA_DTYPE,
+            backend=settings.NLA_BACKEND,
+        )
         _done = True
 
 

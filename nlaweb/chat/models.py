@@ -73,6 +73,12 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def give_up(self, error: str) -> int:
         return self.update(status=Message.Status.FAILED, error=error, job_id="")
 
+    def held_by(self, job_id: str) -> MessageQuerySet:
+        """The reply unless another job took it since (then `job_id`'s text is refused, theirs
+        kept): the job id on the row fences a worker the sweeper took for dead. One handed back and
+        not taken again (no job id) still takes `job_id`'s text, so nothing is written twice."""
+        return self.filter(Q(job_id=job_id) | Q(job_id=""))
+
     def finish(self, content: str, truncated: bool) -> int:
         return self.update(
             content=content, status=Message.Status.DONE, error="", truncated=truncated

@@ -98,9 +98,16 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
     def set_stage(self, stage: str) -> int:
         return self.update(stage=stage)
 
+    def held_by(self, job_id: str) -> ExplanationQuerySet:
+        """Rows whose result `job_id` may store: still running it, or handed back by the sweeper
+        and not taken again. A row another job took keeps that job's result (the job id on the
+        row fences a worker that was taken for dead)."""
+        return self.filter(Q(status=RUNNING, job_id=job_id) | Q(status=QUEUED, job_id=""))
+
     def finish(self, fields: dict[str, Any], now: datetime) -> int:
-        """Store a result; only on rows still running (a row cancelled meanwhile stays cancelled)."""
-        return self.filter(status=RUNNING).update(
+        """Store a result; only on rows still running or handed back untaken (`held_by` picks
+        whose): a row cancelled meanwhile stays cancelled."""
+        return self.filter(status__in=(RUNNING, QUEUED)).update(
             **fields, status=DONE, stage="done", finished_at=now
         )
 

@@ -187,11 +187,11 @@ class DjangoStore:
         self._retrying("store the snapshot", save)
 
     def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
-        one = Message.objects.filter(pk=message_id)
+        one = Message.objects.filter(pk=message_id).held_by(self.job_id)
         self._retrying("store the reply", lambda: one.finish(content, truncated))
 
     def fail_reply(self, message_id: str, content: str, error: str) -> None:
-        one = Message.objects.filter(pk=message_id)
+        one = Message.objects.filter(pk=message_id).held_by(self.job_id)
         self._retrying("store the reply's failure", lambda: one.fail(content, error))
 
     # -- explanations -------------------------------------------------------------------------
@@ -237,11 +237,11 @@ class DjangoStore:
             _drop_connection()
 
     def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None:
-        one = Explanation.objects.filter(pk=explanation_id)
+        one = Explanation.objects.filter(pk=explanation_id).held_by(self.job_id)
         self._retrying("store the explanation", lambda: one.finish(fields, timezone.now()))
 
     def fail_explanations(self, explanation_ids: list[str], error: str) -> None:
-        rows = Explanation.objects.filter(pk__in=explanation_ids)
+        rows = Explanation.objects.filter(pk__in=explanation_ids, job_id=self.job_id)  # its own
         self._retrying("store the failure", lambda: rows.fail(error, timezone.now()))
 
     # -- what waits on a job ----------------------------------------------------------------

@@ -49,12 +49,12 @@ def start_embedded_sweeper() -> threading.Thread:
 
 
 def _sweep_forever() -> None:
-    from nlaweb.jobs.sweep import sweep
+    from nlaweb.jobs.sweep import Watch, sweep
 
-    pause = threading.Event()
+    pause, watch = threading.Event(), Watch()
     while True:
         try:
-            summary = sweep(timezone.now()).summary()
+            summary = sweep(timezone.now(), watch=watch).summary()
             if summary:
                 log.info("sweep: %s", summary)
         except Exception:  # a pass that failed (the database is down) is retried on the next one

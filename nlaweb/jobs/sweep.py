@@ -11,6 +11,9 @@ One pass (`sweep(now)`) does three things, each safe to run twice or in two plac
 Celery beat runs it every SWEEP_INTERVAL_S in production (task `nlaweb.sweep`, nlaweb/jobs/beat.py);
 the embedded mode runs it in a thread of `manage.py serve`. Tests call it with an injected `now`.
 The state changes are the models' QuerySet methods; this module only picks the rows.
+
+Step 1 judges only silence this sweeper watched the database answer through (a `Watch`): after an
+outage, a worker's heartbeat could not be written, which is no evidence that it died.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
@@ -31,6 +34,41 @@ from nlaweb.jobs.liveness import explanation_gave_up, gave_up, reply_gave_up
 from workers.contracts import TASK_REPLY, ChatFailed, ExplanationFailed, ExplanationProgress
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Watch:
+    """Since when this sweeper has seen the database answer every pass: a silent heartbeat is
+    evidence of death only over HEARTBEAT_TIMEOUT_S of that (a live worker beats within
+    HEARTBEAT_INTERVAL_S of the database coming back; it could not during the outage).
+
+    A pass that failed (`lost`), or a gap between passes long enough to hide an outage that could
+    have silenced a live worker (HEARTBEAT_TIMEOUT_S − HEARTBEAT_INTERVAL_S, and at least two
+    sweep intervals), starts the watch again. Kept in the sweeper's process: each sweeper judges by
+    what it saw itself, and a restarted one waits a timeout before it judges."""
+
+    since: datetime | None = None
+    last_pass: datetime | None = None
+
+    def answered(self, now: datetime) -> None:
+        """The database answered the pass at `now`."""
+        if self.last_pass is None or self.since is None or now - self.last_pass > _blind_gap():
+            self.since = now
+        self.last_pass = now
+
+    def lost(self) -> None:
+        """A pass could not reach the database."""
+        self.since = None
+
+    def judges(self, now: datetime) -> bool:
+        """Whether silence up to `now` may be taken for death."""
+        timeout = timedelta(seconds=settings.HEARTBEAT_TIMEOUT_S)
+        return self.since is not None and now - self.since >= timeout
+
+
+def _blind_gap() -> timedelta:
+    beats = settings.HEARTBEAT_TIMEOUT_S - settings.HEARTBEAT_INTERVAL_S
+    return timedelta(seconds=max(beats, 2 * settings.SWEEP_INTERVAL_S))
 
 
 @dataclass
@@ -45,23 +83,38 @@ class SweepReport:
     replies_sent: list[str] = field(default_factory=list)
     runs_fed: int = 0  # whole-message runs that still waited for room under their person's cap
     queue_down: bool = False
+    watching: bool = False  # silence not judged: the database has not been watched long enough
 
     def summary(self) -> str:
         """`requeued 2, sent 2` or '' when nothing changed."""
         counts = {name: len(ids) for name, ids in vars(self).items() if isinstance(ids, list)}
         counts["runs_fed"] = self.runs_fed
         parts = [f"{name.replace('_', ' ')} {n}" for name, n in counts.items() if n]
-        return ", ".join(parts + (["queue down"] if self.queue_down else []))
+        flags = ["queue down"] if self.queue_down else []
+        watching = ["silence not judged yet (the database was not watched long enough)"]
+        return ", ".join(parts + flags + (watching if self.watching else []))
 
 
-def sweep(now: datetime, queue: JobQueue = BROKER) -> SweepReport:
-    """One pass of the sweeper at time `now` (see the module's docstring)."""
+def sweep(now: datetime, queue: JobQueue = BROKER, watch: Watch | None = None) -> SweepReport:
+    """One pass of the sweeper at time `now` (see the module's docstring). Without a `watch`, the
+    database is taken to have answered all along (tests; a caller that knows)."""
     report = SweepReport()
-    _end_silent_explanations(now, report)
-    _end_silent_replies(now, report)
-    _send_waiting(now, queue, report)
-    if not report.queue_down:  # a run's rows would only wait unsent while the queue is down
-        report.runs_fed = feed_waiting_runs()
+    try:
+        if watch is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            watch.answered(now)
+            report.watching = not watch.judges(now)
+        if not report.watching:
+            _end_silent_explanations(now, report)
+            _end_silent_replies(now, report)
+        _send_waiting(now, queue, report)
+        if not report.queue_down:  # a run's rows would only wait unsent while the queue is down
+            report.runs_fed = feed_waiting_runs()
+    except DatabaseError:
+        if watch is not None:
+            watch.lost()
+        raise
     return report
 
 

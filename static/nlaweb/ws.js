@@ -139,8 +139,10 @@
       const handle = handlers[frame.type];
       if (handle) handle(frame);
     };
-    socket.onclose = () => {
-      document.body.dataset.ws = "closed";
+    // 4503: the server could not reach its database or Redis (nlaweb/middleware/socket_outage.py); like any
+    // other close, it is tried again with backoff until the socket opens.
+    socket.onclose = (event) => {
+      document.body.dataset.ws = event.code === 4503 ? "unavailable" : "closed";
       setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 10000);
     };

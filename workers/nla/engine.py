@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from workers.nla.backends import use_backend
 from workers.nla.cache import ActivationCache, prefix_keys
 from workers.nla.errors import (
     CheckpointIncompatible,
@@ -73,9 +74,15 @@ class NlaEngine:
 
     @classmethod
     def load(
-        cls, source: SourceConfig, *, device: str | None = None, dtype: str | None = None
+        cls,
+        source: SourceConfig,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        backend: str = "hf",
     ) -> NlaEngine:
-        """Load target, AV and AR of `source` and check that they fit together."""
+        """Load target, AV and AR of `source` and check that they fit together; `backend` writes
+        replies and explanations unless the source names its own (workers/nla/backends.py)."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         overrides = Overrides(
@@ -90,6 +97,7 @@ class NlaEngine:
         ar_path = resolve_checkpoint(source.ar)
         ar = Reconstructor.from_checkpoint(ar_path, dev, dt, overrides)
         _check_pair(source, target, av, ar)
+        use_backend(source.backend or backend, source, target, av, dt)
         engine = cls(source, target, av, ar, ActivationCache())
         engine.pool = ReferencePool.from_checkpoint(ar_path, ar.meta.d_model)
         return engine

@@ -14,17 +14,23 @@ _lock = threading.Lock()
 _served: dict[str, SourceConfig] = {}
 _engines: dict[str, NlaEngine] = {}
 _loading: dict[str, threading.Lock] = {}
-_placement: dict[str, str | None] = {"device": None, "dtype": None}
+_placement: dict[str, str | None] = {"device": None, "dtype": None, "backend": "hf"}
 
 
-def configure(sources: Sequence[SourceConfig], *, device: str | None, dtype: str | None) -> None:
+def configure(
+    sources: Sequence[SourceConfig],
+    *,
+    device: str | None,
+    dtype: str | None,
+    backend: str = "hf",
+) -> None:
     """Declare the sources this worker serves; engines already loaded for them are kept."""
     with _lock:
         _served.clear()
         _served.update({s.id: s for s in sources})
         for stale in set(_engines) - set(_served):
             del _engines[stale]
-        _placement.update(device=device, dtype=dtype)
+        _placement.update(device=device, dtype=dtype, backend=backend)
 
 
 def get_engine(source_id: str) -> NlaEngine:
@@ -40,7 +46,12 @@ def get_engine(source_id: str) -> NlaEngine:
     with loading:
         engine = _engines.get(source_id)
         if engine is None:
-            engine = NlaEngine.load(source, device=_placement["device"], dtype=_placement["dtype"])
+            engine = NlaEngine.load(
+                source,
+                device=_placement["device"],
+                dtype=_placement["dtype"],
+                backend=_placement["backend"] or "hf",
+            )
             with _lock:
                 _engines[source_id] = engine
         return engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from workers.nla.types import (
     Reply,
     TokenizedConversation,
 )
+
+if TYPE_CHECKING:
+    from workers.nla.backends import Generator
 
 #: Greedy replies of small chat models loop ("I'm not sure what to do with it." × 20); this keeps them
 #: deterministic and readable. The AV's decoding is left exactly as the NLA was trained to be read.
@@ -54,6 +57,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class TargetModel:
     def __init__(self, model: nn.Module, tokenizer: Any) -> None:
         self.model, self.tokenizer = model, tokenizer
+        #: Writes replies when set (workers/nla/backends.py); None: transformers, in this process.
+        self.generator: Generator | None = None
         self.device = next(model.parameters()).device
         self.num_layers = len(decoder_layers(model))
         self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -137,14 +142,12 @@ class TargetModel:
             end_ids=frozenset([end] if isinstance(end, int) else []),
             repetition_penalty=REPLY_REPETITION_PENALTY,
         )
-        prompt = torch.tensor([ids], device=self.device)
-        decoded = generate(
-            self.model,
-            self.tokenizer,
-            spec,
-            input_ids=prompt,
-            on_text=lambda _r, t: on_text(prefix + t),
-        )
+        stream = lambda _r, t: on_text(prefix + t)  # noqa: E731
+        if self.generator is not None:
+            decoded = self.generator.from_ids([ids], spec, stream)
+        else:
+            prompt = torch.tensor([ids], device=self.device)
+            decoded = generate(self.model, self.tokenizer, spec, input_ids=prompt, on_text=stream)
         text = (prefix + decoded[0].text).rstrip() if prefix else decoded[0].text.strip()
         return Reply(text, truncated=not decoded[0].stopped)
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,8 +16,12 @@ from workers.nla.decode import Decoded, DecodeSpec, generate
 from workers.nla.errors import CheckpointIncompatible, mismatch
 from workers.nla.inject import embeddings_with_injection, patched_block_output, rescale
 from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer, text_config
+from workers.nla.refill import Prompt, generate_refill
 from workers.nla.sidecar import SIDECAR, AvMeta, Overrides, parse_av, read_yaml
 from workers.nla.types import GenerationSettings, VerbalizedText
+
+if TYPE_CHECKING:
+    from workers.nla.backends import Generator
 
 _EXPLANATION = re.compile(r"<explanation>\s*(.*?)\s*(?:</explanation>|$)", re.DOTALL)
 
@@ -82,6 +86,9 @@ class Verbalizer:
         self.prompt = torch.tensor([ids], device=next(model.parameters()).device)
         self.marker = marker
         self._prefix: Any = None
+        #: Generates from the injected embeddings when set (workers/nla/backends.py, e.g. vLLM);
+        #: None: transformers here, after the shared prefix's KV cache.
+        self.generator: Generator | None = None
         end = getattr(tokenizer, "eos_token_id", None)
         self.end_ids = frozenset([end] if isinstance(end, int) else [])
 
@@ -123,15 +130,62 @@ class Verbalizer:
                 f"The vector has {vectors.shape[-1]} dimensions; this AV expects {self.meta.d_model}."
             )
         injected = rescale(vectors, self.meta.injection_scale).to(self.prompt.device)
-        spec = DecodeSpec(
+        decoded = self._generate(injected, self._spec(settings), on_text)
+        return [self._result(d) for d in decoded]
+
+    def verbalize_refill(
+        self,
+        next_vector: Callable[[], torch.Tensor | None],
+        settings: GenerationSettings,
+        *,
+        slots: int,
+        on_text: Callable[[int, str], None] | None = None,
+        on_done: Callable[[int, VerbalizedText], None] | None = None,
+    ) -> list[VerbalizedText]:
+        """Explain vectors `[d]` as `next_vector` hands them out, at most `slots` at a time: a row
+        that stops frees its slot for the next one at once (workers/nla/refill.py). Rows are
+        numbered in the order they were handed out; `on_done` hears each as it finishes."""
+        spec = self._spec(settings)
+
+        def next_prompt() -> Prompt | None:
+            vector = next_vector()
+            return None if vector is None else self._prompt(vector)
+
+        done = None if on_done is None else (lambda row, d: on_done(row, self._result(d)))
+        decoded = generate_refill(
+            self.model,
+            self.tokenizer,
+            spec,
+            next_prompt,
+            slots=slots,
+            on_text=on_text,
+            on_done=done,
+        )
+        return [self._result(d) for d in decoded]
+
+    def can_refill(self) -> bool:
+        """Slot refill pads KV caches, which sliding-window layers (Gemma 3) do not allow."""
+        config = text_config(self.model.config)
+        return not getattr(config, "sliding_window", None)
+
+    def _prompt(self, vector: torch.Tensor) -> Prompt:
+        """One row's prompt after the marker, behind its own copy of the prefix cache."""
+        injected = rescale(vector[None], self.meta.injection_scale).to(self.prompt.device)
+        rest, layer = self.prompt[:, self.marker :], self.meta.injection_layer
+        if layer == 0:
+            embeds = embeddings_with_injection(self.model, rest, 0, injected)
+            return Prompt(inputs_embeds=embeds, cache=self.prefix_cache())
+        patch = partial(patched_block_output, self.model, layer, 0, injected)
+        return Prompt(input_ids=rest, cache=self.prefix_cache(), patch=patch)
+
+    def _spec(self, settings: GenerationSettings) -> DecodeSpec:
+        return DecodeSpec(
             max_new_tokens=settings.max_new_tokens or self.meta.max_new_tokens,
             temperature=settings.temperature,
             seed=settings.seed,
             stop_strings=self.meta.stop_strings,
             end_ids=self.end_ids,
         )
-        decoded = self._generate(injected, spec, on_text)
-        return [self._result(d) for d in decoded]
 
     def prefix_cache(self) -> Any:
         """A fresh copy of the KV cache of the prompt before the marker (None when the marker comes
@@ -144,9 +198,17 @@ class Verbalizer:
             self._prefix = out.cache
         return copy.deepcopy(self._prefix)
 
+    def prompt_embeds(self, injected: torch.Tensor) -> list[torch.Tensor]:
+        """The whole AV prompt as embeddings `[T, d]` per row of `injected` `[B, d]` (already
+        rescaled), the marker's row overwritten: what a backend fed by embeddings receives."""
+        whole = self.prompt.expand(injected.shape[0], -1)
+        return list(embeddings_with_injection(self.model, whole, self.marker, injected))
+
     def _generate(
         self, injected: torch.Tensor, spec: DecodeSpec, on_text: Callable[[int, str], None] | None
     ) -> list[Decoded]:
+        if self.generator is not None and self.meta.injection_layer == 0:
+            return self.generator.from_embeds(self.prompt_embeds(injected), spec, on_text)
         batch = injected.shape[0]
         cache = self.prefix_cache()
         if cache is not None:
