@@ -33,12 +33,18 @@ class SourceConfig:
     demo: bool = False
     notes: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    sae: str = ""  # an SAE in the SAELens layout of this source's layer (workers/nla/sae.py)
 
 
 def demo_paths(data_dir: Path) -> tuple[Path, Path, Path]:
     """Where `prepare_demo` writes the demo target, AV and AR."""
     root = data_dir / "demo"
     return root / "smollm2-135m-instruct", root / "nla-smollm2-l8-av", root / "nla-smollm2-l8-ar"
+
+
+def demo_sae_path(data_dir: Path) -> Path:
+    """Where `prepare_demo` writes the demo SAE (workers/nla/demo_sae.py)."""
+    return data_dir / "demo" / "sae-smollm2-l8"
 
 
 def demo_source(data_dir: Path) -> SourceConfig:
@@ -52,6 +58,7 @@ def demo_source(data_dir: Path) -> SourceConfig:
         ar=str(ar),
         demo=True,
         notes="Training-free Patchscopes verbalizer and a ridge-fitted reconstructor head.",
+        sae=str(demo_sae_path(data_dir)),
     )
 
 
@@ -67,6 +74,7 @@ _KNOWN_KEYS = {
     "var_baseline",
     "demo",
     "notes",
+    "sae",
 }
 
 
@@ -109,6 +117,7 @@ def _parse_one(table: dict[str, Any], origin: str) -> SourceConfig:
         var_baseline=_opt(table, "var_baseline", float, name, origin),
         demo=bool(table.get("demo", False)),
         notes=str(table.get("notes", "")),
+        sae=_opt(table, "sae", str, name, origin) or "",
     )
 
 
