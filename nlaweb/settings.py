@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "nlaweb.explanations",
     "nlaweb.api",
     "nlaweb.share",
+    "nlaweb.latents",
 ]
 
 MIDDLEWARE = [
