@@ -7,6 +7,7 @@ from nlaweb.latents import views
 _AT = "sources/<str:source_id>/latents/"
 
 urlpatterns = [
+    path("latents/", views.default_latents, name="latents_home"),
     path(_AT, views.index, name="latents"),
     path(_AT + "<int:index>", views.latent, name="latent"),
     path(_AT + "<int:index>/explanation", views.explanation, name="latent_explanation"),

@@ -18,7 +18,7 @@ from nlaweb.jobs import QueueUnavailable
 from nlaweb.latents import explain, labels
 from nlaweb.latents.catalog import SourceSae, source_sae
 from nlaweb.latents.models import LatentLabel, LatentRun
-from nlaweb.sources import configured_sources
+from nlaweb.sources import configured_sources, default_source
 from workers.nla.sae import SaeRefused
 
 Rejections = (explain.LatentsRejected, SaeRefused, QueueUnavailable)
@@ -41,6 +41,12 @@ def _latent(source_id: str, index: int) -> SourceSae:
 def _sort(request: HttpRequest) -> tuple[str, bool]:
     key = request.GET.get("sort", "index")
     return (key if key in explain.SORTS else "index"), request.GET.get("dir") == "desc"
+
+
+@require_GET
+def default_latents(request: HttpRequest) -> HttpResponse:
+    """The header's "Latents": the default source's latents page."""
+    return redirect("latents", source_id=default_source().id)
 
 
 @require_GET

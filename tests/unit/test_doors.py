@@ -137,6 +137,8 @@ PUBLIC: dict[str, str] = {
     "sources/<str:source_id>/latents/<int:index>/explain": _LATENTS + "; queued as the visitor's",
     "sources/<str:source_id>/latents/<int:index>/labels": "scores the visitor's own label",
     "sources/<str:source_id>/latents/runs": "starts a run of the visitor's own",
+    "latents/": "a redirect to the default source's latents page",
+    "api/v1/sources/<source_id>/latents/<index>": "a source's decoder rows, for any key holder",
     "sources/<str:source_id>/latents/export.<str:fmt>": _LATENTS + ", and the visitor's own labels",
 }
 #: Staff only (Django's admin checks is_staff): a stranger is sent to the admin's login.

@@ -123,7 +123,9 @@ def train_topk(vectors: torch.Tensor, plan: SaePlan, progress: Progress) -> TopK
         with torch.no_grad():
             params["W_dec"] /= params["W_dec"].norm(dim=1, keepdim=True)
         if (step + 1) % max(1, plan.steps // 10) == 0:
-            progress(f"demo SAE: step {step + 1}/{plan.steps}, training FVE {1 - float(loss.detach()):.3f}")
+            progress(
+                f"demo SAE: step {step + 1}/{plan.steps}, training FVE {1 - float(loss.detach()):.3f}"
+            )
     p = {name: value.detach() for name, value in params.items()}
     return TopK(p["W_enc"], p["b_enc"] * scale, p["W_dec"], p["b_dec"] * scale, plan.k)
 
