@@ -210,19 +210,25 @@ def _save(row: LatentExplanation, **fields: Any) -> None:
 class RunProgress:
     done: int
     failed: int
+    stopped: int  # latents cancelled before they started
     total: int
     cancelled: bool
 
     @property
     def finished(self) -> bool:
-        return self.cancelled or self.done + self.failed >= self.total
+        return self.cancelled or self.done + self.failed + self.stopped >= self.total
 
 
 def progress(run: LatentRun, rows: Sequence[LatentExplanation]) -> RunProgress:
-    """How many of the run's latents are explained, and how many ended without a text."""
-    done = sum(1 for r in rows if r.status == Status.DONE)
-    failed = sum(1 for r in rows if r.status in (Status.FAILED, Status.CANCELLED))
-    return RunProgress(done, failed, len(run.indices), run.cancelled)
+    """How many of the run's latents are explained, failed, or were cancelled before they started."""
+    count = {status: sum(1 for r in rows if r.status == status) for status in Status}
+    return RunProgress(
+        count[Status.DONE],
+        count[Status.FAILED],
+        count[Status.CANCELLED],
+        len(run.indices),
+        run.cancelled,
+    )
 
 
 def cancel_run(run: LatentRun) -> LatentRun:

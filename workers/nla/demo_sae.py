@@ -36,11 +36,11 @@ CONTEXT_AFTER = 4
 
 @dataclass(frozen=True)
 class SaePlan:
-    """The demo SAE's size and training; the defaults are the quick start's (≈ 1 min on 2 cores)."""
+    """The demo SAE's size and training; the defaults are the quick start's."""
 
     d_sae: int = 1024
     k: int = 16
-    steps: int = 1500
+    steps: int = 600
     batch: int = 256
     lr: float = 2e-3
     heldout_fraction: float = 0.1
