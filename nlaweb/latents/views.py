@@ -82,11 +82,14 @@ def _runs(request: HttpRequest, source_id: str) -> list[tuple[LatentRun, explain
 def _latent_context(request: HttpRequest, source: SourceSae, index: int) -> dict[str, object]:
     assert source.sae is not None
     rows = explain.rows_of(source.source.id, [index])
+    stored = source.sae.contexts().get(str(index), {})
+    density = stored.get("density")
     return {
         "s": source,
         "index": index,
         "e": rows[0] if rows else None,
-        "latent": source.sae.contexts().get(str(index), {}),
+        "latent": stored,
+        "density_percent": None if density is None else round(100 * float(density), 2),
         "labels": labels.labels_of(request.user, source.source.id, index),
         "scorers": labels.SCORERS,
         "prev": index - 1 if index > 0 else None,
@@ -118,7 +121,15 @@ def explain_one(request: HttpRequest, source_id: str, index: int) -> HttpRespons
     except Rejections as exc:
         error = str(exc)
     context = {**_latent_context(request, source, index), "error": error}
-    return render(request, "latents/latent.html#explanation", context)
+    return _fresh_token(request, render(request, "latents/latent.html#explanation", context))
+
+
+def _fresh_token(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A visitor's first POST made their guest account and rotated the CSRF token the page holds:
+    reload the page (htmx) so its next POST carries the new one."""
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @require_POST
@@ -132,7 +143,7 @@ def score(request: HttpRequest, source_id: str, index: int) -> HttpResponse:
     except Rejections as exc:
         error = str(exc)
     context = {**_latent_context(request, source, index), "label_error": error}
-    return render(request, "latents/latent.html#labels", context)
+    return _fresh_token(request, render(request, "latents/latent.html#labels", context))
 
 
 @require_GET

@@ -281,7 +281,7 @@ def test_the_latent_page_shows_contexts_scorers_and_caveats(owner, source):
     assert response.status_code == 200
     assert "<mark> &lt;sleep&gt;</mark>" in page  # model text is escaped
     assert "works poorly" in page and "three-paragraph AV" in page
-    assert "Fires on 25% of the SAE" in page
+    assert "Fires on 25.0% of the SAE" in page
 
 
 @pytest.mark.django_db
