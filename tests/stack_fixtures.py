@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from nlaweb import sources as web_sources
+from nlaweb.sources import configured as web_sources
 from tests.live import START_S, Stack, running_stack, wait_until, write_sources_file
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 
 @pytest.fixture(scope="session")

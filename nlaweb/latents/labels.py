@@ -1,5 +1,5 @@
 """Scoring an autointerp label of a latent with the three scorers (../shared/NLA.md §6), through the
-API's own score job (ApiJob kind `score`, workers/vectors.py: the AV explains the same scaled
+API's own score job (ApiJob kind `score`, workers/raw_vectors.py: the AV explains the same scaled
 decoder row, the AR reads the label, the sentence embedder compares texts); and the exports of a
 source's explanations and a person's labels."""
 
@@ -13,9 +13,9 @@ from typing import Any
 from django.db import transaction
 
 from nlaweb.api.models import ApiJob
-from nlaweb.jobs import enqueue
-from nlaweb.latents.catalog import SourceSae
-from nlaweb.latents.explain import SETTINGS, LatentsRejected, rows_of, vector
+from nlaweb.jobs.broker import enqueue
+from nlaweb.latents.attached import SourceSae
+from nlaweb.latents.batches import SETTINGS, LatentsRejected, rows_of, vector
 from nlaweb.latents.models import LatentExplanation, LatentLabel
 from workers.contracts import TASK_VECTORS
 

@@ -1,9 +1,9 @@
 """Rows of the latents page: a latent's explanation (the AV's text for its decoder direction and the
 AR's score), a batch run of such explanations, and a person's autointerp label with its three scores.
 
-The work goes through the API's ApiJob rows and the worker's vector jobs (workers/vectors.py); each
+The work goes through the API's ApiJob rows and the worker's vector jobs (workers/raw_vectors.py); each
 row here points at the job that computes it and copies the job's outcome once the job has ended
-(`nlaweb.latents.explain.settle`), so the job row stays the truth while it runs."""
+(`nlaweb.latents.batches.settle`), so the job row stays the truth while it runs."""
 
 from __future__ import annotations
 

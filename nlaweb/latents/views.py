@@ -1,5 +1,5 @@
 """The latents page of a source: browse its SAE's latents, explain them (one, or a batch run), score
-autointerp labels, export. Thin: parse, call nlaweb/latents/{explain,labels}.py, render.
+autointerp labels, export. Thin: parse, call nlaweb/latents/{batches,labels}.py, render.
 
 A source's latents, their top contexts and their explanations are nobody's data (decoder rows,
 shared per source); a run and a label belong to the person who made it (404 for anyone else)."""
@@ -14,11 +14,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from nlaweb.accounts.guests import guest_on_post
-from nlaweb.jobs import QueueUnavailable
-from nlaweb.latents import explain, labels
-from nlaweb.latents.catalog import SourceSae, source_sae
+from nlaweb.jobs.broker import QueueUnavailable
+from nlaweb.latents import batches as explain
+from nlaweb.latents import labels
+from nlaweb.latents.attached import SourceSae, source_sae
 from nlaweb.latents.models import LatentLabel, LatentRun
-from nlaweb.sources import configured_sources, default_source
+from nlaweb.sources.configured import configured_sources, default_source
 from workers.nla.sae import SaeRefused
 
 Rejections = (explain.LatentsRejected, SaeRefused, QueueUnavailable)

@@ -16,7 +16,7 @@ from workers.nla.demo_sae import SaePlan, TopK, build_demo_sae, build_sae, colle
 from workers.nla.loading import load_causal_lm, load_tokenizer
 from workers.nla.sae import SAE_CONTEXTS, SAE_FIGURES, SAE_WEIGHTS, load_sae
 from workers.nla.target import TargetModel
-from workers.sources import demo_sae_path
+from workers.source_config import demo_sae_path
 
 PLAN = SaePlan(d_sae=48, k=4, steps=150, batch=32, top_contexts=3)
 TEXTS = CORPUS * 3

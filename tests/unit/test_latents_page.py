@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from nlaweb import sources as web_sources
 from nlaweb.api.models import ApiJob
-from nlaweb.latents import catalog, explain, labels
+from nlaweb.latents import attached as catalog
+from nlaweb.latents import batches as explain
+from nlaweb.latents import labels
 from nlaweb.latents.models import LatentExplanation, LatentLabel, LatentRun
+from nlaweb.sources import configured as web_sources
 from tests.live import write_sources_file
 from tests.tiny_models import D_MODEL, INJECTION_SCALE, LAYER, build_tiny_source
 from tests.unit.test_sae_loader import write_sae

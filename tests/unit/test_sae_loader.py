@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from workers.nla.sae import SAE_CONFIG, SAE_WEIGHTS, SaeRefused, load_sae, parse_config
-from workers.sources import parse_sources
+from workers.source_config import parse_sources
 
 D_IN, D_SAE, LAYER = 8, 5, 3
 

@@ -271,7 +271,7 @@ def build_demo_sae(data_dir: Path, progress: Progress = print, plan: SaePlan = S
     """Build the demo SAE beside the demo NLA unless it is there; returns a one-line summary."""
     from workers.nla.demo import BASE_MODEL, LAYER
     from workers.nla.demo_corpus import CORPUS, docstrings
-    from workers.sources import demo_paths, demo_sae_path
+    from workers.source_config import demo_paths, demo_sae_path
 
     out = demo_sae_path(data_dir)
     if is_built(out):
