@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "nlaweb.explanations",
     "nlaweb.api",
     "nlaweb.share",
+    "nlaweb.latents",
     "nlaweb.sources",  # manage.py prepare_demo
     "nlaweb",  # manage.py serve
 ]

@@ -83,6 +83,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first
     path("favicon.ico", favicon),
     path("", include("nlaweb.api.urls")),
+    path("", include("nlaweb.latents.urls")),
     path("admin/nla-sources/", admin.site.admin_view(sources_page), name="nla_sources"),
     path("admin/", admin.site.urls),
 ]

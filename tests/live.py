@@ -84,6 +84,8 @@ def write_sources_file(path: Path, sources: list[object]) -> Path:
             lines.append(f'{key} = "{getattr(s, key)}"')
         if getattr(s, "var_baseline", None) is not None:
             lines.append(f"var_baseline = {s.var_baseline}")
+        if getattr(s, "sae", ""):
+            lines.append(f'sae = "{s.sae}"')
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

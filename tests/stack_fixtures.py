@@ -6,6 +6,7 @@ imported by those two directories' conftest only."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from django.conf import settings
 
 from nlaweb.sources import configured as web_sources
 from tests.live import START_S, Stack, running_stack, wait_until, write_sources_file
+from workers.source_config import SourceConfig
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,22 @@ def tiny_sources_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
 
     root = tmp_path_factory.mktemp("tiny-nla")
     source = build_tiny_source(root / "llama", family="llama")
+    source = replace(source, sae=str(build_tiny_sae(root / "sae", source)))
     return write_sources_file(root / "sources.toml", [source]), source.id
+
+
+def build_tiny_sae(out: Path, source: SourceConfig) -> Path:
+    """A small TopK SAE trained on the tiny target's layer (the latents page's tests read it)."""
+    import torch
+
+    from tests.tiny_models import CORPUS, LAYER
+    from workers.nla.demo_sae import SaePlan, build_sae
+    from workers.nla.target import TargetModel
+
+    target = TargetModel.from_checkpoint(Path(source.target), torch.device("cpu"), torch.float32)
+    plan = SaePlan(d_sae=32, k=4, steps=60, batch=32, top_contexts=3)
+    build_sae(out, target, CORPUS * 2, LAYER, "tiny", plan, progress=lambda line: None)
+    return out
 
 
 @pytest.fixture(autouse=True)

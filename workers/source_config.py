@@ -34,6 +34,7 @@ class SourceConfig:
     demo: bool = False
     notes: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    sae: str = ""  # an SAE in the SAELens layout of this source's layer (workers/nla/sae.py)
     #: The checkpoint's published median relative MSE of matched and shuffled explanations
     #: (docs/confidence.md); absent: the AR sidecar's `nlaweb.calibration`, else the fixed scale.
     calibration_matched: float | None = None
@@ -62,6 +63,11 @@ def demo_paths(data_dir: Path) -> tuple[Path, Path, Path]:
     return root / "smollm2-135m-instruct", root / "nla-smollm2-l8-av", root / "nla-smollm2-l8-ar"
 
 
+def demo_sae_path(data_dir: Path) -> Path:
+    """Where `prepare_demo` writes the demo SAE (workers/nla/demo_sae.py)."""
+    return data_dir / "demo" / "sae-smollm2-l8"
+
+
 def demo_source(data_dir: Path) -> SourceConfig:
     """The embedded demo NLA for SmolLM2-135M-Instruct, as written by `prepare_demo`."""
     target, av, ar = demo_paths(data_dir)
@@ -73,6 +79,7 @@ def demo_source(data_dir: Path) -> SourceConfig:
         ar=str(ar),
         demo=True,
         notes="Training-free Patchscopes verbalizer and a ridge-fitted reconstructor head.",
+        sae=str(demo_sae_path(data_dir)),
     )
 
 
@@ -88,6 +95,7 @@ _KNOWN_KEYS = {
     "var_baseline",
     "demo",
     "notes",
+    "sae",
     "calibration_matched",
     "calibration_shuffled",
     "calibration_basis",
@@ -135,6 +143,7 @@ def _parse_one(table: dict[str, Any], origin: str) -> SourceConfig:
         var_baseline=_opt(table, "var_baseline", float, name, origin),
         demo=bool(table.get("demo", False)),
         notes=str(table.get("notes", "")),
+        sae=_opt(table, "sae", str, name, origin) or "",
         calibration_matched=_opt(table, "calibration_matched", float, name, origin),
         calibration_shuffled=_opt(table, "calibration_shuffled", float, name, origin),
         calibration_basis=str(table.get("calibration_basis", "")),

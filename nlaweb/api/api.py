@@ -28,6 +28,7 @@ from nlaweb.api.schemas import (
     ScoreResponse,
     SourcesResponse,
 )
+from nlaweb.latents.latent_api import router as latents_router
 from nlaweb.sources.configured import default_source
 
 log = logging.getLogger(__name__)
@@ -188,3 +189,8 @@ async def explain_vector(request: HttpRequest, payload: ExplainVectorRequest) ->
 @api.post("/score", response={200: ScoreResponse, **ERRORS}, summary="Autointerp scores")
 async def score(request: HttpRequest, payload: ScoreRequest) -> Any:
     return await vectors.score(_caller(request).user, payload)
+
+
+api.add_router(
+    "", latents_router
+)  # GET /sources/{id}/latents/{index} (nlaweb/latents/latent_api.py)

@@ -27,6 +27,7 @@ from nlaweb.api.ratelimit import forget_windows
 from nlaweb.chat.consumers import CLOSE_FORBIDDEN
 from nlaweb.chat.models import Conversation, Message, Snapshot
 from nlaweb.explanations.models import ExplainRun, Explanation
+from nlaweb.latents.models import LatentLabel, LatentRun
 from nlaweb.share.models import Share
 from nlaweb.share.sharing import Pin, create_share
 from tests.sharing import explained_conversation
@@ -93,9 +94,16 @@ DOORS: dict[str, list[Knock]] = {
         )
     ],
     "account/api-keys/<int:key_id>/revoke": [Knock("post", owner_gets=302, anonymous_gets=302)],
+    "sources/<str:source_id>/latents/runs/<uuid:latent_run_id>/": [Knock()],
+    "sources/<str:source_id>/latents/runs/<uuid:latent_run_id>/cancel": [Knock("post")],
+    "sources/<str:source_id>/latents/labels/<uuid:label_id>": [Knock()],
 }
 
 _BY_LINK = "anyone with the link reads the frozen snapshot; tests/unit/test_share.py checks it shows nothing else"
+_LATENTS = (
+    "a source's SAE latents and their explanations are decoder rows, nobody's data; runs and labels "
+    "shown are the visitor's own (tests/unit/test_latents_page.py)"
+)
 #: Pages anyone may open, and why that leaks nothing of anyone's conversations.
 PUBLIC: dict[str, str] = {
     "": "home lists the visitor's own conversations only",
@@ -121,6 +129,20 @@ PUBLIC: dict[str, str] = {
     "api/v1/explain-vector": "the caller's own vectors",
     "api/v1/score": "the caller's own vector and label",
     "favicon.ico": "a redirect to a static file",
+    **dict.fromkeys(
+        [
+            "sources/<str:source_id>/latents/",
+            "sources/<str:source_id>/latents/<int:index>",
+            "sources/<str:source_id>/latents/<int:index>/explanation",
+        ],
+        _LATENTS,
+    ),
+    "sources/<str:source_id>/latents/<int:index>/explain": _LATENTS + "; queued as the visitor's",
+    "sources/<str:source_id>/latents/<int:index>/labels": "scores the visitor's own label",
+    "sources/<str:source_id>/latents/runs": "starts a run of the visitor's own",
+    "latents/": "a redirect to the default source's latents page",
+    "api/v1/sources/<source_id>/latents/<index>": "a source's decoder rows, for any key holder",
+    "sources/<str:source_id>/latents/export.<str:fmt>": _LATENTS + ", and the visitor's own labels",
 }
 #: Staff only (Django's admin checks is_staff): a stranger is sent to the admin's login.
 STAFF_ONLY = {"admin/", "admin/nla-sources/"}
@@ -190,6 +212,9 @@ def world(owner) -> World:
     key, raw_key = ApiKey.objects.issue(owner.user, "doors")
     reply = found.snapshot.leaf
     run = ExplainRun.objects.create(snapshot=found.snapshot, message=reply, positions=[6, 7])
+    source_id = found.conversation.source_id
+    latent_run = LatentRun.objects.create(owner=owner.user, source_id=source_id, indices=[1, 2])
+    label = LatentLabel.objects.create(owner=owner.user, source_id=source_id, index=1, label="cats")
     return World(
         owner,
         {
@@ -200,6 +225,9 @@ def world(owner) -> World:
             "run_id": str(run.id),
             "share_id": share.id,
             "key_id": str(key.pk),
+            "source_id": source_id,
+            "latent_run_id": str(latent_run.id),
+            "label_id": str(label.id),
         },
         raw_key,
     )
@@ -216,6 +244,8 @@ def _state() -> list[Any]:
         list(ExplainRun.objects.values_list("id", "fed", "cancelled")),
         list(Share.objects.values_list("id", "revoked_at", "comment", "views")),
         list(ApiKey.objects.values_list("id", "revoked_at")),
+        list(LatentRun.objects.values_list("id", "cancelled")),
+        list(LatentLabel.objects.values_list("id", "label")),
     ]
 
 

@@ -9,10 +9,13 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Convert the packaged SmolLM2 GGUF once and write the demo NLA (AV + AR) in the published format."
+    help = "Convert the packaged SmolLM2 GGUF once and write the demo NLA (AV + AR) in the published format, then the demo SAE."
 
     def handle(self, *args: Any, **options: Any) -> None:
         from workers.nla.demo import build_demo
+        from workers.nla.demo_sae import build_demo_sae
 
         report = build_demo(settings.DATA_DIR, progress=lambda line: self.stdout.write(line))
         self.stdout.write(self.style.SUCCESS(f"Demo NLA ready: {report}"))
+        sae = build_demo_sae(settings.DATA_DIR, progress=lambda line: self.stdout.write(line))
+        self.stdout.write(self.style.SUCCESS(f"Demo SAE ready: {sae}"))
