@@ -22,6 +22,7 @@ from nlaweb.chat.forms import MessageForm
 from nlaweb.chat.models import Conversation
 from nlaweb.chat.starters import starters_for
 from nlaweb.explanations.sections import opened, panel_context
+from nlaweb.explanations.with_source import split_open
 from nlaweb.sources import build_figures, get_source
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
@@ -55,7 +56,8 @@ def _context(
     explanations are open and whether template tokens show, so a reload or a copied link shows
     the same page. After a POST the branch is the conversation's (new) head."""
     source = get_source(conversation.source_id)
-    panel = panel_context(opened(conversation, request.GET.get("open", "")))
+    shown, beside = split_open(opened(conversation, request.GET.get("open", "")))
+    panel = panel_context(shown)
     at = at or (request.GET.get("at") if request.method == "GET" else None)
     return {
         "view": thread_view(conversation, shown_leaf(conversation, at)),
@@ -69,6 +71,7 @@ def _context(
         "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
         "starters": starters_for(source),
         "panel": panel,
+        "beside": beside,  # rows of other sources shown beside a section (explain with…)
         "open_positions": {s.e.position for s in panel["sections"]},
         "show_template": request.GET.get("tpl") == "1",
     }

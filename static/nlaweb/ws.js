@@ -161,9 +161,11 @@
   // The panel's finished sections tint their tokens, the open ones are outlined, a batch says how
   // many of its sections are finished, and the URL names what is open.
   function syncPage() {
-    // Sections of another branch shown side by side (compare) are not this thread's tokens.
-    const sections = [...document.querySelectorAll("#panel [data-explanation-id]")]
+    // Sections of another branch shown side by side (compare) are not this thread's tokens; another
+    // source's reading of an open token (explain with…) is in the link but tints nothing.
+    const linked = [...document.querySelectorAll("#panel [data-explanation-id]")]
       .filter((s) => !s.closest(".compare-side"));
+    const sections = linked.filter((s) => !s.closest(".source-side"));
     const open = new Set(sections.map((s) => s.dataset.position));
     document.querySelectorAll("#thread .tok[data-position]").forEach((token) => {
       token.classList.toggle("open", open.has(token.dataset.position));
@@ -182,7 +184,7 @@
       const finished = sections.filter((s) => !isUnfinished(s)).length;
       status.textContent = `${finished} of ${sections.length} finished`;
     }
-    syncUrl(sections.map((s) => s.dataset.explanationId));
+    syncUrl(linked.map((s) => s.dataset.explanationId));
   }
 
   // Written by hand rather than with URLSearchParams, so the ids' commas stay readable in the link.
@@ -212,9 +214,10 @@
     syncPage();
   });
   document.addEventListener("click", (event) => {
-    const close = event.target.closest?.('[data-role="close-section"]');
+    const close = event.target.closest?.('[data-role="close-section"], [data-role="close-with"]');
     if (!close) return;
-    close.closest("[data-explanation-id]").remove();
+    const closing = close.dataset.role === "close-with" ? ".by-source" : "[data-explanation-id]";
+    close.closest(closing).remove();
     syncPage();
   });
 
