@@ -13,7 +13,7 @@ from workers.sources import parse_sources
 SOURCES = """
 [[source]]
 id = "near"
-label = "Tiny · layer 2"
+label = "Tiny near"
 target = "{root}/target"
 av = "{root}/av-2"
 ar = "{root}/ar-2"
@@ -21,14 +21,14 @@ layer = 2
 
 [[source]]
 id = "other-model"
-label = "Another model · layer 2"
+label = "Another model"
 target = "{root}/another-target"
 av = "{root}/av-x"
 ar = "{root}/ar-x"
 
 [[source]]
 id = "far"
-label = "Tiny · layer 1"
+label = "Tiny far"
 target = "{root}/target/"
 av = "{root}/av-1"
 ar = "{root}/ar-1"

@@ -82,7 +82,7 @@ def test_a_link_puts_other_sources_rows_of_an_open_token_beside_its_section(row)
 
 def test_the_sources_list_offers_only_the_same_target(owner, row):
     page = owner.client.get(reverse("explain_with_sources", args=[row.id])).content.decode()
-    assert 'data-source="far"' in page and "Tiny · layer 1" in page
+    assert 'data-source="far"' in page and "Tiny far" in page
     assert "other-model" not in page and 'data-source="near"' not in page
 
 
@@ -91,9 +91,10 @@ def test_explaining_with_shows_both_sources_side_by_side(owner, row):
     page = answer.content.decode()
     theirs = Explanation.objects.get(source_id="far")
     assert 'class="compare side-by-side by-source"' in page
-    assert "Tiny · layer 2" in page and "Tiny · layer 1" in page
     assert "Near text." in page and f'data-explanation-id="{theirs.id}"' in page
-    assert "block 2" in page and "block 1" in page  # the sources file's layers
+    # Each column names its source and its layer (here the sources file's, else the AR sidecar's).
+    assert "<strong>Tiny near</strong> · layer 2" in page
+    assert "<strong>Tiny far</strong> · layer 1" in page
 
 
 def test_explaining_with_another_target_answers_the_sentence(owner, row):
