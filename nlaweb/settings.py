@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    "ninja",  # /api/v1/docs serves Swagger UI from ninja's own static files, not a CDN
     "nlaweb.accounts",
     "nlaweb.chat",
     "nlaweb.explanations",

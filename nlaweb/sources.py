@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 
+from workers.nla.calibration import calibration_from
 from workers.sources import SourceConfig, load_sources
 
 
@@ -29,12 +30,15 @@ def default_source() -> SourceConfig:
 
 @cache
 def build_figures(source_id: str) -> dict[str, Any]:
-    """Held-out fidelity figures a demo build recorded in its AR sidecar (empty if none)."""
+    """Held-out fidelity figures a demo build recorded in its AR sidecar, and the source's
+    calibration (`calibration`: workers.nla.calibration.Calibration or None); empty if neither."""
     source = get_source(source_id)
     meta_path = Path(source.ar) / "nla_meta.yaml" if source else None
+    configured = source.calibration if source else None
     if meta_path is None or not meta_path.is_file():
-        return {}
+        return {"calibration": configured} if configured else {}
     meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
     block = meta.get("nlaweb") or {}
     heldout = block.get("heldout") or {}
-    return {"var_baseline": block.get("var_baseline"), **heldout}
+    calibration = configured or calibration_from(block.get("calibration"))
+    return {"var_baseline": block.get("var_baseline"), **heldout, "calibration": calibration}

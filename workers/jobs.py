@@ -147,11 +147,13 @@ def run_reply(
         reply = _write(engine, job, max_new_tokens, on_text)
         text = reply.text
         throttle.flush()
-        store.finish_reply(message_id, text, truncated=reply.truncated)
         from workers.store import Turn
 
+        # Tokens first, then "done": a reply that reads as done always has its snapshot, so a page
+        # (or a test) that sees it done can render and explain its tokens at once.
         full = [*job.history, Turn(message_id, "assistant", text)]
         _save_snapshot(store, engine, message_id, job.source_id, full)
+        store.finish_reply(message_id, text, truncated=reply.truncated)
         store.publish(job.conversation_id, ChatDone(message_id=message_id))
     except Exception as error:
         log.exception("reply %s failed", message_id)
@@ -225,6 +227,8 @@ def _result_fields(result: Any, template_end: int) -> dict[str, Any]:
         "relative_mse": f.relative_mse,
         "confidence": f.confidence or "",
         "specificity": f.specificity,
+        "calibration": f.calibration or "",
+        "confidence_note": f.confidence_note,
         "l2_norm": result.l2_norm,
         "warnings": warnings_for(result, template_end),
         "error": "",

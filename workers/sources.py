@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.nla.calibration import Calibration, calibration_from
 from workers.nla.errors import CheckpointIncompatible
 
 DEMO_SOURCE_ID = "smollm2-demo-l8"
@@ -36,6 +37,22 @@ class SourceConfig:
     demo: bool = False
     notes: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: The checkpoint's published median relative MSE of matched and shuffled explanations
+    #: (docs/confidence.md); absent: the AR sidecar's `nlaweb.calibration`, else the fixed scale.
+    calibration_matched: float | None = None
+    calibration_shuffled: float | None = None
+    calibration_basis: str = ""
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The figures this source's configuration gives, if both are there."""
+        return calibration_from(
+            {
+                "matched_median": self.calibration_matched,
+                "shuffled_median": self.calibration_shuffled,
+                "basis": self.calibration_basis or "the source's published figures",
+            }
+        )
 
 
 def demo_source_id(layer: int) -> str:
@@ -83,6 +100,9 @@ _KNOWN_KEYS = {
     "var_baseline",
     "demo",
     "notes",
+    "calibration_matched",
+    "calibration_shuffled",
+    "calibration_basis",
 }
 
 
@@ -125,6 +145,9 @@ def _parse_one(table: dict[str, Any], origin: str) -> SourceConfig:
         var_baseline=_opt(table, "var_baseline", float, name, origin),
         demo=bool(table.get("demo", False)),
         notes=str(table.get("notes", "")),
+        calibration_matched=_opt(table, "calibration_matched", float, name, origin),
+        calibration_shuffled=_opt(table, "calibration_shuffled", float, name, origin),
+        calibration_basis=str(table.get("calibration_basis", "")),
     )
 
 

@@ -47,6 +47,9 @@ def _explained(result: Any) -> dict[str, Any]:
         "fve": f.fve,
         "relative_mse": f.relative_mse,
         "confidence": f.confidence,
+        "specificity": f.specificity,
+        "calibration": f.calibration,
+        "confidence_note": f.confidence_note,
         "l2_norm": result.l2_norm,
     }
 

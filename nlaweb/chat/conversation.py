@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 
-from nlaweb.chat.models import Conversation, Message, Snapshot
+from nlaweb.chat.models import Conversation, Message, Snapshot, prefix_hashes, prefix_key
 from nlaweb.chat.tokens import Token, message_tokens, template_tokens
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import explained_rows
@@ -70,6 +70,14 @@ class Chip:
     token_id: int
     template: bool
     explained: Explanation | None  # the stored explanation of this token prefix, if any
+    #: The token prefix's hash (nlaweb.chat.models.prefix_hashes): what tints, the open outline and
+    #: open sections are keyed by, never the bare position, which another branch shares.
+    prefix: str = ""
+
+    @property
+    def prefix_key(self) -> str:
+        """The short form of `prefix` the page's script matches sections and tokens by."""
+        return prefix_key(self.prefix)
 
     @property
     def whitespace(self) -> bool:
@@ -200,10 +208,18 @@ def render_thread(
     """The messages of `path` as the snapshot's chips, each tinted by `explained` (position → row),
     with its place among alternatives and its latest whole-message run (both one per message)."""
     ids, texts = snapshot.token_ids, snapshot.token_texts
+    hashes = prefix_hashes(ids)
 
     def chips(tokens: list[Token]) -> list[Chip]:
         return [
-            Chip(t.position, t.text, t.token_id, t.template, explained.get(t.position))
+            Chip(
+                t.position,
+                t.text,
+                t.token_id,
+                t.template,
+                explained.get(t.position),
+                hashes[t.position],
+            )
             for t in tokens
         ]
 

@@ -135,6 +135,16 @@ def prefix_hashes(token_ids: Sequence[int]) -> list[str]:
     return hashes
 
 
+#: Characters of a prefix hash the page carries on tokens and sections (64 bits: no two prefixes of
+#: one page collide in practice, and a long thread stays light).
+PREFIX_KEY_CHARS = 16
+
+
+def prefix_key(prefix_hash: str) -> str:
+    """The short form of a prefix hash that the page's script matches tokens and sections by."""
+    return prefix_hash[:PREFIX_KEY_CHARS]
+
+
 class Snapshot(models.Model):
     """The target's chat-templated token sequence of the path root → `leaf`. Immutable."""
 

@@ -7,7 +7,7 @@ import secrets
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from nlaweb.accounts.guests import guest_on_post
 from nlaweb.chat.conversation import (
@@ -19,7 +19,7 @@ from nlaweb.chat.conversation import (
 )
 from nlaweb.chat.edit import MAX_SEED
 from nlaweb.chat.forms import MessageForm
-from nlaweb.chat.models import Conversation
+from nlaweb.chat.models import Conversation, prefix_hashes
 from nlaweb.chat.starters import starters_for
 from nlaweb.explanations.sections import opened, panel_context
 from nlaweb.explanations.with_source import split_open
@@ -32,7 +32,7 @@ def owned(request: HttpRequest, conversation_id: str) -> Conversation:
     return get_object_or_404(Conversation, pk=conversation_id, owner_id=request.user.pk)
 
 
-@require_GET
+@require_safe  # HEAD answers like GET (uptime probes and link checkers send it)
 def home(request: HttpRequest) -> HttpResponse:
     conversations = Conversation.objects.filter(owner_id=request.user.pk)[:50]
     return render(request, "chat/home.html", {"conversations": conversations})
@@ -56,11 +56,13 @@ def _context(
     explanations are open and whether template tokens show, so a reload or a copied link shows
     the same page. After a POST the branch is the conversation's (new) head."""
     source = get_source(conversation.source_id)
-    shown, beside = split_open(opened(conversation, request.GET.get("open", "")))
-    panel = panel_context(shown)
     at = at or (request.GET.get("at") if request.method == "GET" else None)
+    view = thread_view(conversation, shown_leaf(conversation, at))
+    prefixes = set(prefix_hashes(view.snapshot.token_ids)) if view.snapshot else set()
+    shown, beside = split_open(opened(conversation, request.GET.get("open", ""), prefixes))
+    panel = panel_context(shown)
     return {
-        "view": thread_view(conversation, shown_leaf(conversation, at)),
+        "view": view,
         "chat_error": error,
         "seed": secrets.randbelow(MAX_SEED),
         "form": form or MessageForm(),
@@ -72,7 +74,7 @@ def _context(
         "starters": starters_for(source),
         "panel": panel,
         "beside": beside,  # rows of other sources shown beside a section (explain with…)
-        "open_positions": {s.e.position for s in panel["sections"]},
+        "open_prefixes": {s.e.prefix_hash for s in panel["sections"]},
         "show_template": request.GET.get("tpl") == "1",
     }
 

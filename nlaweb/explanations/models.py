@@ -17,7 +17,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from nlaweb.chat.models import prefix_hashes
+from nlaweb.chat.models import prefix_hashes, prefix_key
+from workers.nla.calibration import PLACE_WORDS
 
 
 def silent_before(now: datetime) -> datetime:
@@ -69,6 +70,11 @@ class Explanation(models.Model):
     #: Fraction of the source's reference explanations whose reconstruction of this activation is
     #: worse than this one's (workers/nla/specificity.py); None while the pool is too small.
     specificity = models.FloatField(null=True, blank=True)
+    #: Where relative_mse fell between the source's matched and shuffled medians when it was scored
+    #: ("matched", "between", "shuffled"; workers/nla/calibration.py); "" without a calibration.
+    calibration = models.CharField(max_length=16, blank=True)
+    #: Why the pill and specificity point different ways; "" when they agree.
+    confidence_note = models.TextField(blank=True)
     l2_norm = models.FloatField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -111,6 +117,16 @@ class Explanation(models.Model):
         if not self.prefix_hash:  # every row is findable by its token prefix, however it was made
             self.prefix_hash = prefix_hashes(self.snapshot.token_ids[: self.position + 1])[-1]
         super().save(*args, **kwargs)
+
+    @property
+    def calibration_words(self) -> str:
+        """Where the score fell on the source's scale, in words ("" without a calibration)."""
+        return PLACE_WORDS.get(self.calibration, "")
+
+    @property
+    def prefix_key(self) -> str:
+        """The short prefix hash the page matches this row's section and its token by."""
+        return prefix_key(self.prefix_hash)
 
     @property
     def paragraphs(self) -> list[str]:

@@ -90,7 +90,11 @@ def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) ->
         theirs = compare.compared(explanation, other, position)
     except ExplainRejected as exc:
         return render(request, "explanations/compare.html#picker", {"error": str(exc)})
-    context = {**panel_context([theirs]), "e": explanation, "mine": sections([explanation])[0]}
+    context = {
+        **panel_context([theirs]),
+        "e": explanation,
+        "mine_sections": sections([explanation]),
+    }
     return render(request, "explanations/compare.html#side", context)
 
 

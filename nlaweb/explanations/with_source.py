@@ -110,17 +110,16 @@ def split_open(
     rows: Sequence[Explanation],
 ) -> tuple[list[Explanation], dict[UUID, list[Explanation]]]:
     """The rows an `open=` link names, split into the panel's sections and, per section, the rows of
-    other sources for the same token (same snapshot and position) that show beside it: the first
-    row of a token is its section, later rows of that token by other sources its side-by-side
+    other sources for the same token (the same token prefix) that show beside it: the first
+    row of a token (its token prefix) is its section, later rows of it by other sources its side-by-side
     columns (at most MAX_SIDE_BY_SIDE − 1). A link can thus restore the side-by-side view."""
     sections: list[Explanation] = []
     beside: dict[UUID, list[Explanation]] = {}
-    first: dict[tuple[UUID, int], Explanation] = {}
+    first: dict[str, Explanation] = {}
     for row in rows:
-        token = (row.snapshot_id, row.position)
-        held = first.get(token)
+        held = first.get(row.prefix_hash)  # the same prefix: the same token, in any snapshot
         if held is None:
-            first[token] = row
+            first[row.prefix_hash] = row
             sections.append(row)
             continue
         columns = beside.setdefault(held.pk, [])

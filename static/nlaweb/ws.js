@@ -160,18 +160,28 @@
 
   // The panel's finished sections tint their tokens, the open ones are outlined, a batch says how
   // many of its sections are finished, and the URL names what is open.
+  // Sections and tokens are matched by their token prefix (data-prefix, a hash of the token ids up to
+  // and including the token), never by position: after a branch switch the same position holds
+  // another token, and a section of the other branch is closed rather than pinned onto it.
   function syncPage() {
     // Sections of another branch shown side by side (compare) are not this thread's tokens; another
     // source's reading of an open token (explain with…) is in the link but tints nothing.
+    const thread = new Set([...document.querySelectorAll("#thread .tok[data-prefix]")]
+      .map((t) => t.dataset.prefix));
     const linked = [...document.querySelectorAll("#panel [data-explanation-id]")]
-      .filter((s) => !s.closest(".compare-side"));
+      .filter((s) => !s.closest(".compare-side"))
+      .filter((s) => {
+        if (!s.dataset.prefix || thread.size === 0 || thread.has(s.dataset.prefix)) return true;
+        s.remove();
+        return false;
+      });
     const sections = linked.filter((s) => !s.closest(".source-side"));
-    const open = new Set(sections.map((s) => s.dataset.position));
-    document.querySelectorAll("#thread .tok[data-position]").forEach((token) => {
-      token.classList.toggle("open", open.has(token.dataset.position));
+    const open = new Set(sections.map((s) => s.dataset.prefix));
+    document.querySelectorAll("#thread .tok[data-prefix]").forEach((token) => {
+      token.classList.toggle("open", open.has(token.dataset.prefix));
     });
     sections.forEach((s) => {
-      const token = document.querySelector(`#thread .tok[data-position="${s.dataset.position}"]`);
+      const token = document.querySelector(`#thread .tok[data-prefix="${s.dataset.prefix}"]`);
       if (!token) return;
       const tint = s.dataset.status === "done" ? s.dataset.confidence || "unscored"
         : isUnfinished(s) ? "pending" : null;

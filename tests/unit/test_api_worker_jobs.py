@@ -84,6 +84,9 @@ def test_explain_vectors_returns_the_av_text_and_ar_score_of_each_vector(engine)
     expected = engine.score([r["description"] for r in results], torch.tensor(vectors))
     assert [r["cosine_similarity"] for r in results] == pytest.approx([f.cosine for f in expected])
     assert results[1]["l2_norm"] == pytest.approx(D_MODEL**0.5)
+    assert [r["confidence"] for r in results] == [f.confidence for f in expected]
+    assert [r["specificity"] for r in results] == [f.specificity for f in expected]
+    assert {r["calibration"] for r in results} == {None}  # the tiny source carries no calibration
 
 
 def test_the_three_scores_equal_cosines_computed_from_the_engines_parts(engine):

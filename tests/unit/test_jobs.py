@@ -161,6 +161,25 @@ def test_each_reply_streams_to_its_own_conversation_and_stores_both_snapshots():
         assert reply_snapshot["token_ids"][spans[1]["start"] :] == [ord(c) for c in answer]
 
 
+class _SnapshotBeforeDone(MemoryStore):
+    """Records, when a reply is marked done, whether its own snapshot was already stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.had_snapshot_when_done: dict[str, bool] = {}
+
+    def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
+        self.had_snapshot_when_done[message_id] = message_id in self.saved_snapshots
+        super().finish_reply(message_id, content, truncated)
+
+
+def test_a_reply_reads_as_done_only_once_its_tokens_are_stored():
+    store = _SnapshotBeforeDone()
+    message_id = store.add_reply(ALICE, _history(ALICE, "My cat sleeps"))
+    run_reply(store, message_id, 20, engine_for=lambda source_id: EchoEngine())
+    assert store.had_snapshot_when_done == {message_id: True}
+
+
 def test_a_reply_that_fails_keeps_its_text_so_far_and_tells_only_its_conversation():
     store = MemoryStore()
     alice = store.add_reply(ALICE, _history(ALICE, "My cat sleeps"))

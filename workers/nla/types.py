@@ -81,10 +81,15 @@ class Fidelity:
     relative_mse: float | None  # mse/Var
     confidence: (
         str | None
-    )  # "high" (< 0.3) | "medium" (< 0.5) | "low" of relative_mse, capped by specificity
+    )  # "high" | "medium" | "low" on the source's scale (workers/nla/calibration.py), capped by specificity
     #: Fraction of the reference pool whose reconstruction of this activation is worse (ties half);
     #: None while the pool is too small (workers/nla/specificity.py).
     specificity: float | None = None
+    #: Where relative_mse falls between the source's matched and shuffled medians ("matched",
+    #: "between", "shuffled"); None when the source carries no calibration.
+    calibration: str | None = None
+    #: Why the pill and specificity point different ways; "" when they agree.
+    confidence_note: str = ""
 
 
 @dataclass(frozen=True)
