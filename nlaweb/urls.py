@@ -10,8 +10,8 @@ from nlaweb.chat import views as chat
 from nlaweb.explanations import table_views as tables
 from nlaweb.explanations import views as explanations
 from nlaweb.explanations import with_source_views as with_source
-from nlaweb.health import healthz
-from nlaweb.sources_admin import sources_page
+from nlaweb.middleware.health import healthz
+from nlaweb.sources.admin_page import sources_page
 
 
 def favicon(request: HttpRequest) -> HttpResponse:

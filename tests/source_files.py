@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nlaweb import sources as web_sources
-from workers.sources import parse_sources
+from nlaweb.sources import configured as web_sources
+from workers.source_config import parse_sources
 
 SOURCES = """
 [[source]]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.tiny_models import LAYER, build_tiny_source
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 SECOND_LAYER = 1
 

@@ -15,7 +15,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from nlaweb.api import completion, explain, stream, vectors
 from nlaweb.api.auth import AUTH, NO_KEY, Caller
 from nlaweb.api.catalog import all_sources, public_checkpoint
-from nlaweb.api.errors import ApiError, PayloadTooLarge, Unauthorized, validation_sentence
+from nlaweb.api.http_errors import ApiError, PayloadTooLarge, Unauthorized, validation_sentence
 from nlaweb.api.schemas import (
     CompletionRequest,
     CompletionResponse,
@@ -28,7 +28,7 @@ from nlaweb.api.schemas import (
     ScoreResponse,
     SourcesResponse,
 )
-from nlaweb.sources import default_source
+from nlaweb.sources.configured import default_source
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 
 from nlaweb.share.revisions import checkpoint_revision
-from nlaweb.sources import configured_sources, get_source
+from nlaweb.sources.configured import configured_sources, get_source
 from workers.nla.errors import NlaError
 from workers.nla.sidecar import SIDECAR, Overrides, parse_ar
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from uuid import UUID
 from django.conf import settings
 
 from nlaweb.api.catalog import SourceInfo
-from nlaweb.api.errors import BadRequest
+from nlaweb.api.http_errors import BadRequest
 from nlaweb.api.inputs import Prepared, Turn, prepare_cached, prepare_input, snapshot_of
+from nlaweb.api.resolve import resolve_source
 from nlaweb.api.schemas import ExplainRequest
-from nlaweb.api.sources import resolve_source
 from nlaweb.api.waiting import db_async, wait_for
 from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.models import Explanation

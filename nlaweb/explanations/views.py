@@ -13,7 +13,8 @@ from nlaweb.explanations import compare, runs
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import ExplainRejected, request_explanations
-from nlaweb.explanations.sections import panel_context, sections
+from nlaweb.thread.page import page_context
+from nlaweb.thread.panel import panel_context, sections
 
 
 def _panel(
@@ -141,7 +142,5 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
 
 def _thread(request: HttpRequest, snapshot: Snapshot) -> HttpResponse:
     """The thread of the branch the snapshot ends, as the conversation page renders it."""
-    from nlaweb.chat.views import _context
-
-    context = _context(request, snapshot.conversation, at=str(snapshot.leaf_id))
+    context = page_context(request, snapshot.conversation, at=str(snapshot.leaf_id))
     return render(request, "chat/conversation.html#thread", context)

@@ -17,9 +17,9 @@ from uuid import UUID
 from nlaweb.api.catalog import source_info
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanations
-from nlaweb.explanations.sections import Section, sections
-from nlaweb.sources import configured_sources
-from workers.sources import SourceConfig
+from nlaweb.sources.configured import configured_sources
+from nlaweb.thread.panel import Section, sections
+from workers.source_config import SourceConfig
 
 #: Sources one token may be read by at once, its own included (a row of the page at 1400 px).
 MAX_SIDE_BY_SIDE = 4

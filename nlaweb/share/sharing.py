@@ -10,15 +10,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from nlaweb.chat.conversation import ThreadView, shown_leaf, thread_view
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import explained_rows
-from nlaweb.explanations.sections import Section, opened, parse_open, section
 from nlaweb.share.models import COMMENT_MAX_CHARS, Share
 from nlaweb.share.revisions import source_revisions
-from nlaweb.share.thread import snapshot_thread
-from nlaweb.sources import get_source
+from nlaweb.sources.configured import get_source
+from nlaweb.thread.panel import Section, opened, parse_open, section
+from nlaweb.thread.render import snapshot_thread
+from nlaweb.thread.view import ThreadView, shown_leaf, thread_view
 
 #: Longest link-preview description.
 DESCRIPTION_CHARS = 200

@@ -14,7 +14,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from nlaweb.accounts.guests import user_or_new_guest
 from nlaweb.chat.models import Conversation
-from nlaweb.explanations.sections import panel_context
 from nlaweb.share.document import MAX_IMPORT_BYTES
 from nlaweb.share.forms import ImportForm, ShareForm, pin_options, pin_value
 from nlaweb.share.framing import embeddable
@@ -43,6 +42,7 @@ from nlaweb.share.transfer import (
     import_document,
     parse_document,
 )
+from nlaweb.thread.panel import panel_context
 
 
 def _owned(request: HttpRequest, conversation_id: str) -> Conversation:

@@ -318,7 +318,7 @@ def test_a_body_over_the_upload_limit_is_refused_with_413(key, settings):
 
 
 def test_a_failed_job_answers_400_when_the_input_caused_it_and_503_otherwise():
-    from nlaweb.api.errors import BadRequest, Unavailable
+    from nlaweb.api.http_errors import BadRequest, Unavailable
     from nlaweb.api.inputs import job_failure
     from nlaweb.api.models import ApiJob
 

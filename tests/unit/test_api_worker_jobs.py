@@ -10,14 +10,14 @@ import torch
 from nlaweb.api.models import ApiJob
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message, Snapshot
+from nlaweb.jobs.api_store import ApiStore
 from tests.personas import make_persona
 from tests.tiny_models import D_MODEL, build_tiny_source
-from workers.api_store import ApiStore
 from workers.nla.autointerp import cosine, last_paragraph
 from workers.nla.embedder import embed
 from workers.nla.engine import NlaEngine
+from workers.raw_vectors import KIND_SCORE, run_vectors, score_label
 from workers.tokenize import run_tokenize
-from workers.vectors import KIND_SCORE, run_vectors, score_label
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 

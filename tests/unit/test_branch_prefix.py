@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from nlaweb.chat.conversation import start_conversation, thread_view
+from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message, Snapshot, hash_tokens, prefix_hashes, prefix_key
 from nlaweb.explanations.request import explained_rows
-from nlaweb.explanations.sections import opened
+from nlaweb.thread.panel import opened
+from nlaweb.thread.view import thread_view
 from tests.unit.test_page import LEAD, USER, USER_CONTENT, _done, _page, _store, _token_classes
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import pytest
 from nlaweb.explanations.generic import generic_count, normalised, repeats
 from workers.nla.calibration import Calibration, calibration_from, judge, place
 from workers.nla.scoring import confidence
-from workers.sources import parse_sources
+from workers.source_config import parse_sources
 
 DEMO = Calibration(matched=1.0, shuffled=1.6, basis="demo build")
 

@@ -15,7 +15,7 @@ from workers.nla.demo import LAYER, DemoPlan, build_demo, layer_plan
 from workers.nla.engine import NlaEngine
 from workers.nla.reference_pool import POOL_FILE
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
-from workers.sources import DEMO_LAYERS, demo_paths, demo_source
+from workers.source_config import DEMO_LAYERS, demo_paths, demo_source
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from nlaweb.chat.templatetags.chat_tags import ago
 from nlaweb.chat.tokens import content_range, in_context, message_tokens
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings, request_explanations
-from nlaweb.explanations.sections import parse_open
+from nlaweb.thread.panel import parse_open
 
 pytestmark = pytest.mark.django_db
 

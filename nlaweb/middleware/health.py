@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from nlaweb import jobs
+from nlaweb.jobs import broker as jobs
 
 PATH = "/healthz"
 

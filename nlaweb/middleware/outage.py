@@ -3,7 +3,7 @@ page, or JSON (`{"error": …}`) for htmx, API and JSON requests.
 
 The database is checked before anything reads it (sessions, the guest account), so an outage costs a
 connection attempt (DATABASE_CONNECT_TIMEOUT_S at most), and a view that loses it half-way answers
-the same. A job the broker refused (nlaweb.jobs.QueueUnavailable) says what was saved."""
+the same. A job the broker refused (nlaweb.jobs.broker.QueueUnavailable) says what was saved."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
-from nlaweb.jobs import QueueUnavailable
+from nlaweb.jobs.broker import QueueUnavailable
 
 log = logging.getLogger(__name__)
 

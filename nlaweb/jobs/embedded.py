@@ -1,6 +1,6 @@
 """The embedded mode's GPU worker and sweeper: the same Celery tasks, consumed from the in-process
 `memory://` broker by a solo-pool worker running in a thread of the web process, and the sweeper
-(nlaweb/sweep.py) in another thread every SWEEP_INTERVAL_S."""
+(nlaweb/jobs/sweep.py) in another thread every SWEEP_INTERVAL_S."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def start_embedded_sweeper() -> threading.Thread:
 
 
 def _sweep_forever() -> None:
-    from nlaweb.sweep import sweep
+    from nlaweb.jobs.sweep import sweep
 
     pause = threading.Event()
     while True:

@@ -1,13 +1,10 @@
-"""The worker's seam into Django for API jobs (tokenize, raw vectors, scores): read an ApiJob row,
-move it to running, store its result or its reason, and announce the end on the job's group.
-
-Like workers/store.py, the only module of these jobs that touches the ORM; the job logic
-(workers/tokenize.py, workers/vectors.py) sees plain values."""
+"""The store API jobs (tokenize, raw vectors) are handed (workers/store.py's ApiStore protocol): read
+an ApiJob row, move it to running, store its result or its reason, and announce the end on the
+job's group. The job logic (workers/tokenize.py, workers/raw_vectors.py) sees plain values."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
@@ -16,25 +13,18 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import BaseModel
 
+from nlaweb.api.models import ApiJob
+from nlaweb.chat.models import Message
+from nlaweb.jobs.django_store import DjangoStore
 from workers.contracts import ApiJobFinished, api_job_group
-from workers.store import DjangoStore, Turn
+from workers.store import ApiJobInput, Turn
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ApiJobInput:
-    job_id: str
-    kind: str
-    source_id: str
-    payload: dict[str, Any]
 
 
 class ApiStore(DjangoStore):
     def claim_api_job(self, job_id: str) -> ApiJobInput | None:
         """The queued row, now running; None when another delivery took it or it is finished."""
-        from nlaweb.api.models import ApiJob
-
         with transaction.atomic():
             job = (
                 ApiJob.objects.select_for_update(skip_locked=True)
@@ -49,8 +39,6 @@ class ApiStore(DjangoStore):
 
     def tokenize_input(self, leaf_id: str) -> list[Turn]:
         """The turns of the path root → `leaf_id`."""
-        from nlaweb.chat.models import Message
-
         leaf = Message.objects.get(pk=leaf_id)
         return [Turn(str(m.id), m.role, m.content) for m in leaf.path()]
 
@@ -61,8 +49,6 @@ class ApiStore(DjangoStore):
         self._end(job_id, "failed", error=error, error_code=error_code)
 
     def _end(self, job_id: str, status: Literal["done", "failed"], **fields: Any) -> None:
-        from nlaweb.api.models import ApiJob
-
         ApiJob.objects.filter(pk=job_id).update(status=status, finished_at=timezone.now(), **fields)
         try:  # the row is the truth: a lost hint costs the waiter one re-check, never the result
             self.publish_to(api_job_group(job_id), ApiJobFinished(job_id=job_id, status=status))

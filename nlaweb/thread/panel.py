@@ -13,9 +13,8 @@ from nlaweb.chat.tokens import InContext, content_range, in_context
 from nlaweb.explanations.generic import generic_count, repeats
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import explained_rows
-from nlaweb.explanations.runs import ordinal, queue_places
-from nlaweb.sources import build_figures, get_source
-from workers.contracts import STAGES
+from nlaweb.sources.configured import build_figures, get_source
+from workers.contracts import STAGES, in_line
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 ROLE_WORDS = {"user": "user message", "assistant": "assistant reply", "system": "system prompt"}
@@ -107,10 +106,10 @@ def sections(
     """The rows as the panel shows them; those that wait say their place in the queue."""
     rows = list(explanations)
     waiting = [e for e in rows if e.status == Explanation.Status.QUEUED]
-    places = queue_places(waiting[0].source_id) if waiting else {}
+    places = Explanation.objects.queue_places(waiting[0].source_id) if waiting else {}
     shown = [section(e, scope) for e in rows]
     return [
-        replace(s, place=f"{ordinal(places[str(s.e.pk)])} in line") if str(s.e.pk) in places else s
+        replace(s, place=in_line(places[str(s.e.pk)])) if str(s.e.pk) in places else s
         for s in shown
     ]
 

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         from daphne.cli import CommandLineInterface
 
         if settings.EMBEDDED_WORKER:
-            from nlaweb.embedded_worker import start_embedded_sweeper, start_embedded_worker
+            from nlaweb.jobs.embedded import start_embedded_sweeper, start_embedded_worker
 
             start_embedded_worker()
             start_embedded_sweeper()

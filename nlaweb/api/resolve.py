@@ -4,8 +4,8 @@ optional `modelId`."""
 from __future__ import annotations
 
 from nlaweb.api.catalog import SourceInfo, source_info
-from nlaweb.api.errors import BadRequest
-from nlaweb.sources import configured_sources, default_source
+from nlaweb.api.http_errors import BadRequest
+from nlaweb.sources.configured import configured_sources, default_source
 
 
 def resolve_source(source_id: str | None, model: str | None = None) -> SourceInfo:

@@ -8,57 +8,29 @@ One pass (`sweep(now)`) does three things, each safe to run twice or in two plac
 3. rows sent long ago that still wait while the queue is empty lost their message (a broker that
    restarted without its data) and are sent again.
 
-Celery beat runs it every SWEEP_INTERVAL_S in production (task `nlaweb.sweep`, nlaweb/tasks.py); the
-embedded mode runs it in a thread of `manage.py serve`. Tests call it with an injected `now`.
+Celery beat runs it every SWEEP_INTERVAL_S in production (task `nlaweb.sweep`, nlaweb/jobs/beat.py);
+the embedded mode runs it in a thread of `manage.py serve`. Tests call it with an injected `now`.
+The state changes are the models' QuerySet methods; this module only picks the rows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from django.conf import settings
 from django.db import transaction
 
 from nlaweb.chat.models import Message
-from nlaweb.explanations.models import Explanation, silent, silent_before
+from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.runs import feed_waiting_runs
-from nlaweb.frames import publish
-from nlaweb.jobs import BROKER, Job, QueueUnavailable, mark_sent
-from workers.contracts import (
-    TASK_EXPLAIN,
-    TASK_REPLY,
-    ChatFailed,
-    ExplanationFailed,
-    ExplanationProgress,
-)
-from workers.nla.types import MAX_POSITIONS_PER_REQUEST
+from nlaweb.jobs.broker import BROKER, Job, JobQueue, QueueUnavailable, explanation_jobs, send
+from nlaweb.jobs.frames import publish
+from nlaweb.jobs.liveness import explanation_gave_up, gave_up, reply_gave_up
+from workers.contracts import TASK_REPLY, ChatFailed, ExplanationFailed, ExplanationProgress
 
 log = logging.getLogger(__name__)
-
-
-def explanation_gave_up(attempts: int) -> str:
-    return (
-        f"The worker stopped {attempts} times while explaining this token (it was killed, perhaps "
-        "for lack of memory); try fewer tokens or a shorter conversation."
-    )
-
-
-def reply_gave_up(attempts: int) -> str:
-    return (
-        f"The reply could not be written (the worker stopped {attempts} times while writing it); "
-        "send again or regenerate."
-    )
-
-
-class JobQueue(Protocol):
-    """Where jobs go: nlaweb.jobs.Broker in production."""
-
-    def send(self, job: Job) -> None: ...
-    def depth(self) -> int | None: ...
 
 
 @dataclass
@@ -95,17 +67,15 @@ def sweep(now: datetime, queue: JobQueue = BROKER) -> SweepReport:
 
 def _end_silent_explanations(now: datetime, report: SweepReport) -> None:
     with transaction.atomic():
-        rows = list(
-            Explanation.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("snapshot")
-            .filter(silent(now), status=Explanation.Status.RUNNING)
-        )
+        rows = list(Explanation.objects.silent(now).locked())
         for row in rows:
-            if row.attempts >= settings.JOB_MAX_ATTEMPTS:
-                fail_explanation(row, explanation_gave_up(row.attempts), now)
+            one = Explanation.objects.filter(pk=row.pk)
+            if gave_up(row.attempts):
+                row.error = explanation_gave_up(row.attempts)
+                one.give_up(row.error, now)
                 report.failed.append(str(row.pk))
             else:
-                requeue_explanations([row])
+                one.requeue()
                 report.requeued.append(str(row.pk))
     for row in rows:
         conversation_id = str(row.snapshot.conversation_id)
@@ -116,42 +86,18 @@ def _end_silent_explanations(now: datetime, report: SweepReport) -> None:
             publish(conversation_id, frame)
 
 
-def fail_explanation(row: Explanation, error: str, now: datetime) -> None:
-    Explanation.objects.filter(pk=row.pk).update(
-        status=Explanation.Status.FAILED, stage="failed", error=error, finished_at=now, job_id=""
-    )
-    row.error = error
-
-
-def requeue_explanations(rows: Iterable[Explanation]) -> None:
-    """Back to queued and unsent (its attempts kept): the next pass, or the caller, sends it."""
-    Explanation.objects.filter(pk__in=[row.pk for row in rows]).update(
-        status=Explanation.Status.QUEUED,
-        stage="queued",
-        job_id="",
-        sent_at=None,
-        heartbeat_at=None,
-    )
-
-
 def _end_silent_replies(now: datetime, report: SweepReport) -> None:
     with transaction.atomic():
-        replies = list(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(status=Message.Status.GENERATING, heartbeat_at__lt=silent_before(now))
-            .exclude(job_id="")  # a placeholder no worker took yet is step 2's
-        )
+        # A placeholder no worker took yet is step 2's.
+        replies = list(Message.objects.silent(now).select_for_update(skip_locked=True))
         for reply in replies:
-            if reply.attempts >= settings.JOB_MAX_ATTEMPTS:
+            one = Message.objects.filter(pk=reply.pk)
+            if gave_up(reply.attempts):
                 reply.error = reply_gave_up(reply.attempts)
-                Message.objects.filter(pk=reply.pk).update(
-                    status=Message.Status.FAILED, error=reply.error, job_id=""
-                )
+                one.give_up(reply.error)
                 report.replies_failed.append(str(reply.pk))
             else:
-                Message.objects.filter(pk=reply.pk).update(
-                    content="", job_id="", sent_at=None, heartbeat_at=None
-                )
+                one.requeue()
                 report.replies_requeued.append(str(reply.pk))
     for reply in replies:
         if str(reply.pk) in report.replies_failed:
@@ -161,7 +107,7 @@ def _end_silent_replies(now: datetime, report: SweepReport) -> None:
 
 def _send_waiting(now: datetime, queue: JobQueue, report: SweepReport) -> None:
     queued = Explanation.objects.filter(status=Explanation.Status.QUEUED)
-    waiting_replies = Message.objects.filter(status=Message.Status.GENERATING, job_id="")
+    waiting_replies = Message.objects.untaken()
     rows = list(queued.filter(sent_at__isnull=True))
     replies = list(waiting_replies.filter(sent_at__isnull=True))
     resend_before = now - timedelta(seconds=settings.SWEEP_RESEND_AFTER_S)
@@ -184,21 +130,3 @@ def _send_waiting(now: datetime, queue: JobQueue, report: SweepReport) -> None:
             report.sent.extend(job.args[0])
     except QueueUnavailable:
         report.queue_down = True
-
-
-def send(queue: JobQueue, job: Job, now: datetime) -> None:
-    queue.send(job)
-    mark_sent(job, now)
-
-
-def explanation_jobs(rows: list[Explanation]) -> list[Job]:
-    """Jobs for queued rows: a row a worker already died on alone (so a row that kills its worker
-    cannot take others down with it), the others by source and settings, up to a batch each."""
-    jobs = [Job(TASK_EXPLAIN, [[str(row.pk)]]) for row in rows if row.attempts > 0]
-    fresh: dict[tuple[str, str], list[str]] = {}
-    for row in sorted((r for r in rows if r.attempts == 0), key=lambda r: r.created_at):
-        fresh.setdefault((row.source_id, row.settings_key), []).append(str(row.pk))
-    for ids in fresh.values():
-        for start in range(0, len(ids), MAX_POSITIONS_PER_REQUEST):
-            jobs.append(Job(TASK_EXPLAIN, [ids[start : start + MAX_POSITIONS_PER_REQUEST]]))
-    return jobs

@@ -10,7 +10,7 @@ import yaml
 from django.conf import settings
 
 from workers.nla.calibration import calibration_from
-from workers.sources import SourceConfig, load_sources
+from workers.source_config import SourceConfig, load_sources
 
 
 @cache

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from nlaweb.sources import build_figures, configured_sources
+from nlaweb.sources.configured import build_figures, configured_sources
 
 
 def sources_page(request: HttpRequest) -> HttpResponse:

@@ -1,6 +1,7 @@
 """What a worker does for one job: drive the engine, store results, publish progress frames.
 
-Django-free: it talks to the database and the channel layer only through a store (workers/store.py).
+Django-free: it talks to the database and the channel layer only through a store (the Store
+protocol of workers/store.py; workers/tasks.py hands it nlaweb/jobs/django_store.py's).
 """
 
 from __future__ import annotations
@@ -8,9 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
-
-from pydantic import BaseModel
+from typing import Any
 
 from workers.contracts import (
     ChatDelta,
@@ -22,6 +21,8 @@ from workers.contracts import (
     ExplanationText,
 )
 from workers.nla.errors import NlaError, is_time_limit
+from workers.nla.types import Engine, Reply
+from workers.store import ExplainJob, ReplyJob, SnapshotStore, Store, Turn
 
 log = logging.getLogger(__name__)
 
@@ -29,35 +30,14 @@ log = logging.getLogger(__name__)
 TEXT_FRAME_INTERVAL_S = 0.1
 
 #: The engine serving a source id (`workers.nla.registry.get_engine` in a worker).
-EngineFor = Callable[[str], Any]
+EngineFor = Callable[[str], Engine]
 
 
-def registry_engine(source_id: str) -> Any:
+def registry_engine(source_id: str) -> Engine:
     """The worker's engine for `source_id`: loaded once per process (imports torch on first use)."""
     from workers.nla.registry import get_engine
 
     return get_engine(source_id)
-
-
-class Store(Protocol):
-    def reply_job(self, message_id: str) -> Any: ...
-    def save_snapshot(
-        self,
-        leaf_id: str,
-        source_id: str,
-        token_ids: list[int],
-        token_texts: list[str],
-        spans: list[dict[str, Any]],
-    ) -> None: ...
-    def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None: ...
-    def fail_reply(self, message_id: str, content: str, error: str) -> None: ...
-    def explain_job(self, explanation_ids: list[str]) -> Any: ...
-    def set_stage(self, explanation_ids: list[str], stage: str) -> None: ...
-    def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None: ...
-    def fail_explanations(self, explanation_ids: list[str], error: str) -> None: ...
-    def publish(self, conversation_id: str, frame: BaseModel) -> None: ...
-    def queue_moved(self, source_id: str) -> None: ...
-    def job_finished(self, explanation_ids: list[str]) -> None: ...
 
 
 def readable(error: BaseException, doing: str) -> str:
@@ -102,7 +82,7 @@ def _turns(history: list[Any]) -> list[Any]:
 
 
 def _save_snapshot(
-    store: Store, engine: Any, leaf_id: str, source_id: str, history: list[Any]
+    store: SnapshotStore, engine: Engine, leaf_id: str, source_id: str, history: list[Any]
 ) -> None:
     tokenized = engine.tokenize(_turns(history))
     ids = [t.message_id for t in history]
@@ -147,8 +127,6 @@ def run_reply(
         reply = _write(engine, job, max_new_tokens, on_text)
         text = reply.text
         throttle.flush()
-        from workers.store import Turn
-
         # Tokens first, then "done": a reply that reads as done always has its snapshot, so a page
         # (or a test) that sees it done can render and explain its tokens at once.
         full = [*job.history, Turn(message_id, "assistant", text)]
@@ -162,7 +140,9 @@ def run_reply(
         store.publish(job.conversation_id, ChatFailed(message_id=message_id, error=reason))
 
 
-def _write(engine: Any, job: Any, max_new_tokens: int, on_text: Callable[[str], None]) -> Any:
+def _write(
+    engine: Engine, job: ReplyJob, max_new_tokens: int, on_text: Callable[[str], None]
+) -> Reply:
     """The message's final text: the person's own for an edited turn, else generated (after the
     message's current text when it is continued)."""
     from workers.nla.types import GenerationSettings, Reply
@@ -179,7 +159,7 @@ def _write(engine: Any, job: Any, max_new_tokens: int, on_text: Callable[[str], 
 class _Progress:
     """ExplainProgress that stores stages and publishes throttled frames."""
 
-    def __init__(self, store: Store, job: Any) -> None:
+    def __init__(self, store: Store, job: ExplainJob) -> None:
         self.store, self.job = store, job
         self.text = Throttle(self._send_text)
 
@@ -251,7 +231,7 @@ def run_explain(
         store.job_finished(job.explanation_ids)
 
 
-def _explain(store: Store, job: Any, engine_for: EngineFor) -> None:
+def _explain(store: Store, job: ExplainJob, engine_for: EngineFor) -> None:
     from workers.nla.types import GenerationSettings
 
     try:
