@@ -9,6 +9,7 @@ from nlaweb.chat import edit_views as edits
 from nlaweb.chat import views as chat
 from nlaweb.explanations import table_views as tables
 from nlaweb.explanations import views as explanations
+from nlaweb.explanations import with_source_views as with_source
 from nlaweb.middleware.health import healthz
 from nlaweb.sources.admin_page import sources_page
 
@@ -78,6 +79,12 @@ urlpatterns = [
         explanations.compare_with,
         name="compare_with",
     ),
+    path(
+        "explanations/<uuid:explanation_id>/sources",
+        with_source.sources,
+        name="explain_with_sources",
+    ),
+    path("explanations/<uuid:explanation_id>/with", with_source.explain_with, name="explain_with"),
     path("", include("nlaweb.share.urls")),
     path("accounts/", include("nlaweb.accounts.urls")),
     path("healthz", healthz, name="healthz"),  # answered by HealthMiddleware first

@@ -16,6 +16,9 @@ from workers.nla.calibration import Calibration, calibration_from
 from workers.nla.errors import CheckpointIncompatible
 
 DEMO_SOURCE_ID = "smollm2-demo-l8"
+#: The demo's blocks: the default source first, then a second NLA of the same target at a shallower
+#: block, so a token can be read by two NLAs side by side (issue 17 item 4).
+DEMO_LAYERS = (8, 5)
 
 
 @dataclass(frozen=True)
@@ -57,30 +60,45 @@ class SourceConfig:
     backend: str | None = None
 
 
-def demo_paths(data_dir: Path) -> tuple[Path, Path, Path]:
-    """Where `prepare_demo` writes the demo target, AV and AR."""
+def demo_source_id(layer: int) -> str:
+    return f"smollm2-demo-l{layer}"
+
+
+def demo_paths(data_dir: Path, layer: int = DEMO_LAYERS[0]) -> tuple[Path, Path, Path]:
+    """Where `prepare_demo` writes the demo target (shared by every demo layer), AV and AR."""
     root = data_dir / "demo"
-    return root / "smollm2-135m-instruct", root / "nla-smollm2-l8-av", root / "nla-smollm2-l8-ar"
+    return (
+        root / "smollm2-135m-instruct",
+        root / f"nla-smollm2-l{layer}-av",
+        root / f"nla-smollm2-l{layer}-ar",
+    )
 
 
 def demo_sae_path(data_dir: Path) -> Path:
-    """Where `prepare_demo` writes the demo SAE (workers/nla/demo_sae.py)."""
+    """Where `prepare_demo` writes the demo SAE (workers/nla/demo_sae.py), trained at the default
+    demo block."""
     return data_dir / "demo" / "sae-smollm2-l8"
 
 
-def demo_source(data_dir: Path) -> SourceConfig:
-    """The embedded demo NLA for SmolLM2-135M-Instruct, as written by `prepare_demo`."""
-    target, av, ar = demo_paths(data_dir)
+def demo_source(data_dir: Path, layer: int = DEMO_LAYERS[0]) -> SourceConfig:
+    """The embedded demo NLA for SmolLM2-135M-Instruct at `layer`, as written by `prepare_demo`."""
+    target, av, ar = demo_paths(data_dir, layer)
     return SourceConfig(
-        id=DEMO_SOURCE_ID,
-        label="SmolLM2-135M-Instruct · layer 8 · demo NLA, uncalibrated",
+        id=demo_source_id(layer),
+        label=f"SmolLM2-135M-Instruct · layer {layer} · demo NLA, uncalibrated",
         target=str(target),
         av=str(av),
         ar=str(ar),
         demo=True,
         notes="Training-free Patchscopes verbalizer and a ridge-fitted reconstructor head.",
-        sae=str(demo_sae_path(data_dir)),
+        # The demo SAE reads block 8's residual stream: only the source at that block has it.
+        sae=str(demo_sae_path(data_dir)) if layer == DEMO_LAYERS[0] else "",
     )
+
+
+def demo_sources(data_dir: Path) -> list[SourceConfig]:
+    """Every demo source, the default (block 8) first."""
+    return [demo_source(data_dir, layer) for layer in DEMO_LAYERS]
 
 
 _KNOWN_KEYS = {
@@ -175,9 +193,9 @@ def _opt(table: dict[str, Any], key: str, kind: type, name: str, origin: str) ->
 
 
 def load_sources(path: Path | None, data_dir: Path) -> list[SourceConfig]:
-    """Sources from `path` if given, else the embedded demo source."""
+    """Sources from `path` if given, else the embedded demo sources."""
     if path is None:
-        return [demo_source(data_dir)]
+        return demo_sources(data_dir)
     return parse_sources(path.read_text(encoding="utf-8"), origin=str(path))
 
 

@@ -64,14 +64,19 @@ def resolve_positions(positions: Sequence[int], length: int) -> list[int]:
 
 
 def request_rows(
-    snapshot: Snapshot, positions: list[int], explain_settings: ExplainSettings
+    snapshot: Snapshot,
+    positions: list[int],
+    explain_settings: ExplainSettings,
+    source_id: str | None = None,
 ) -> tuple[dict[int, Explanation], frozenset[int]]:
-    """Stored rows as they are; the others (at most 16) through request_explanations."""
+    """Stored rows as they are; the others (at most 16) through request_explanations. `source_id`
+    (default: the snapshot's) is another NLA of the same target for a cacheId (explain with…)."""
+    source_id = source_id or snapshot.source_id
     done = {
         e.position: e
         for e in Explanation.objects.filter(
             snapshot=snapshot,
-            source_id=snapshot.source_id,
+            source_id=source_id,
             settings_key=explain_settings.key(),
             position__in=positions,
             status=Explanation.Status.DONE,
@@ -83,7 +88,7 @@ def request_rows(
             f"At most {MAX_POSITIONS_PER_REQUEST} new positions per request; {len(new)} were asked."
         )
     try:
-        asked = request_explanations(snapshot, new, explain_settings) if new else []
+        asked = request_explanations(snapshot, new, explain_settings, source_id) if new else []
     except ExplainRejected as rejected:
         raise BadRequest(str(rejected)) from None
     return {**done, **{e.position: e for e in asked}}, frozenset(done)
@@ -103,11 +108,11 @@ async def ask(user: Any, request: ExplainRequest) -> Asked:
     source = await db_async(resolve_source)(request.nlaSourceId, request.modelId)
     prepared = await db_async(_prepare)(user, request, source)
     snapshot = await snapshot_of(prepared)
-    if snapshot.source_id != source.id:  # a cacheId's conversation keeps its own source
-        source = await db_async(resolve_source)(snapshot.source_id)
+    if request.nlaSourceId is None and snapshot.source_id != source.id:
+        source = await db_async(resolve_source)(snapshot.source_id)  # a cacheId keeps its own
     positions = resolve_positions(request.positions, len(snapshot.token_ids))
     explain_settings = ExplainSettings(request.temperature, request.max_new_tokens)
-    rows, cached = await db_async(request_rows)(snapshot, positions, explain_settings)
+    rows, cached = await db_async(request_rows)(snapshot, positions, explain_settings, source.id)
     return Asked(source, snapshot, positions, rows, cached)
 
 
@@ -170,5 +175,5 @@ def answer(asked: Asked) -> dict[str, Any]:
         "layer_index": asked.source.layer,
         "prompt_length": len(asked.snapshot.token_ids),
         "cacheId": asked.conversation_id,
-        "nlaSourceId": asked.snapshot.source_id,
+        "nlaSourceId": asked.source.id,
     }

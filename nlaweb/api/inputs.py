@@ -127,16 +127,28 @@ def prepare_cached(user: User, conversation_id: UUID, source_id: str | None) -> 
     if conversation is None:
         raise NotFound(f"You have no conversation {conversation_id} (cacheId).")
     if source_id and conversation.source_id != source_id:
-        raise BadRequest(
-            f"Conversation {conversation_id} uses the NLA source '{conversation.source_id}', "
-            f"not '{source_id}'."
-        )
+        check_reads_conversation(conversation, source_id)
     path = conversation.path()
     snapshots = {s.leaf_id for s in Snapshot.objects.filter(leaf__in=path)}
     leaf = next((m for m in reversed(path) if m.pk in snapshots), None)
     if leaf is None:
         raise BadRequest(f"Conversation {conversation_id} has no tokens yet; try again shortly.")
     return Prepared(conversation.pk, leaf.pk, None)
+
+
+def check_reads_conversation(conversation: Conversation, source_id: str) -> None:
+    """BadRequest unless `source_id` serves the target model of the conversation's own source (its
+    tokens are that target's): another NLA of the same model may explain them (explain with…)."""
+    from nlaweb.explanations.request import ExplainRejected
+    from nlaweb.explanations.with_source import check_same_target
+
+    try:
+        check_same_target(conversation.source_id, source_id)
+    except ExplainRejected as rejected:
+        raise BadRequest(
+            f"Conversation {conversation.pk} uses the NLA source '{conversation.source_id}', "
+            f"not '{source_id}': {rejected}"
+        ) from None
 
 
 @db_async

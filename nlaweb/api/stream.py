@@ -28,7 +28,7 @@ def metadata(asked: Asked) -> dict[str, Any]:
     return {
         "type": "metadata",
         "cacheId": asked.conversation_id,
-        "nlaSourceId": asked.snapshot.source_id,
+        "nlaSourceId": asked.source.id,
         "layer_index": asked.source.layer,
         "prompt_length": len(asked.snapshot.token_ids),
         "positions": asked.positions,

@@ -81,18 +81,22 @@ def _check_inside(positions: Sequence[int], length: int) -> None:
 
 
 def request_explanations(
-    snapshot: Snapshot, positions: Sequence[int], settings: ExplainSettings | None = None
+    snapshot: Snapshot,
+    positions: Sequence[int],
+    settings: ExplainSettings | None = None,
+    source_id: str | None = None,
 ) -> list[Explanation]:
     """The rows of `positions` in position order; those that need work go into one enqueued job.
     A token whose prefix was explained in another snapshot of the conversation (before a later
     turn was added, or on another branch) gets that row: same tokens, same activation.
     If the broker is down, nlaweb.jobs.broker.QueueUnavailable is raised after the rows are committed
-    (queued, unsent: the sweeper sends them later)."""
+    (queued, unsent: the sweeper sends them later). `source_id` (default: the snapshot's) must
+    serve the snapshot's target model (nlaweb.explanations.with_source checks it)."""
     settings = settings or ExplainSettings()
     check_positions(positions)
     _check_inside(positions, len(snapshot.token_ids))
     hashes = prefix_hashes(snapshot.token_ids)
-    key = dict(source_id=snapshot.source_id, settings_key=settings.key())
+    key = dict(source_id=source_id or snapshot.source_id, settings_key=settings.key())
     with transaction.atomic():
         # One person's requests take turns here, so two of them cannot both slip under the cap.
         owner_id = snapshot.conversation.owner_id

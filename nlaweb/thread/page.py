@@ -13,6 +13,7 @@ from nlaweb.chat.edit import MAX_SEED
 from nlaweb.chat.forms import MessageForm
 from nlaweb.chat.models import Conversation, prefix_hashes
 from nlaweb.chat.starters import starters_for
+from nlaweb.explanations.with_source import split_open
 from nlaweb.sources.configured import build_figures, get_source
 from nlaweb.thread.panel import opened, panel_context
 from nlaweb.thread.view import shown_leaf, thread_view
@@ -33,7 +34,8 @@ def page_context(
     at = at or (request.GET.get("at") if request.method == "GET" else None)
     view = thread_view(conversation, shown_leaf(conversation, at))
     prefixes = set(prefix_hashes(view.snapshot.token_ids)) if view.snapshot else set()
-    panel = panel_context(opened(conversation, request.GET.get("open", ""), prefixes))
+    shown, beside = split_open(opened(conversation, request.GET.get("open", ""), prefixes))
+    panel = panel_context(shown)
     return {
         "view": view,
         "chat_error": error,
@@ -46,6 +48,7 @@ def page_context(
         "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
         "starters": starters_for(source),
         "panel": panel,
+        "beside": beside,  # rows of other sources shown beside a section (explain with…)
         "open_prefixes": {s.e.prefix_hash for s in panel["sections"]},
         "show_template": request.GET.get("tpl") == "1",
     }

@@ -161,16 +161,18 @@
   // and including the token), never by position: after a branch switch the same position holds
   // another token, and a section of the other branch is closed rather than pinned onto it.
   function syncPage() {
-    // Sections of another branch shown side by side (compare) are not this thread's tokens.
+    // Sections of another branch shown side by side (compare) are not this thread's tokens; another
+    // source's reading of an open token (explain with…) is in the link but tints nothing.
     const thread = new Set([...document.querySelectorAll("#thread .tok[data-prefix]")]
       .map((t) => t.dataset.prefix));
-    const sections = [...document.querySelectorAll("#panel [data-explanation-id]")]
+    const linked = [...document.querySelectorAll("#panel [data-explanation-id]")]
       .filter((s) => !s.closest(".compare-side"))
       .filter((s) => {
         if (!s.dataset.prefix || thread.size === 0 || thread.has(s.dataset.prefix)) return true;
         s.remove();
         return false;
       });
+    const sections = linked.filter((s) => !s.closest(".source-side"));
     const open = new Set(sections.map((s) => s.dataset.prefix));
     document.querySelectorAll("#thread .tok[data-prefix]").forEach((token) => {
       token.classList.toggle("open", open.has(token.dataset.prefix));
@@ -189,7 +191,7 @@
       const finished = sections.filter((s) => !isUnfinished(s)).length;
       status.textContent = `${finished} of ${sections.length} finished`;
     }
-    syncUrl(sections.map((s) => s.dataset.explanationId));
+    syncUrl(linked.map((s) => s.dataset.explanationId));
   }
 
   // Written by hand rather than with URLSearchParams, so the ids' commas stay readable in the link.
@@ -219,9 +221,10 @@
     syncPage();
   });
   document.addEventListener("click", (event) => {
-    const close = event.target.closest?.('[data-role="close-section"]');
+    const close = event.target.closest?.('[data-role="close-section"], [data-role="close-with"]');
     if (!close) return;
-    close.closest("[data-explanation-id]").remove();
+    const closing = close.dataset.role === "close-with" ? ".by-source" : "[data-explanation-id]";
+    close.closest(closing).remove();
     syncPage();
   });
 

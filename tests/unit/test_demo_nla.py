@@ -11,11 +11,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from workers.nla.demo import LAYER, DemoPlan, build_demo
+from workers.nla.demo import LAYER, DemoPlan, build_demo, layer_plan
 from workers.nla.engine import NlaEngine
 from workers.nla.reference_pool import POOL_FILE
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
-from workers.source_config import demo_paths, demo_source
+from workers.source_config import DEMO_LAYERS, demo_paths, demo_source
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +35,23 @@ def engine(demo_dir: Path) -> NlaEngine:
     return NlaEngine.load(demo_source(demo_dir), device="cpu")
 
 
-def test_the_demo_is_written_in_the_published_checkpoint_format(demo_dir):
-    target, av, ar = demo_paths(demo_dir)
+@pytest.mark.parametrize("index", range(len(DEMO_LAYERS)))
+def test_the_demo_is_written_in_the_published_checkpoint_format(demo_dir, index):
+    layer = DEMO_LAYERS[index]
+    target, av, ar = demo_paths(demo_dir, layer)
     assert (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
     av_meta = yaml.safe_load((av / "nla_meta.yaml").read_text())
     assert (av_meta["kind"], av_meta["role"], av_meta["d_model"]) == ("nla_model", "av", 576)
-    assert av_meta["extraction"] == {"injection_scale": None, "injection_layer": LAYER}
+    assert av_meta["extraction"] == {"injection_scale": None, "injection_layer": layer}
+    assert av_meta["extraction_layer_index"] == layer
     assert av_meta["tokens"]["injection_token_id"] == 16  # <empty_output>
     ar_meta = yaml.safe_load((ar / "nla_meta.yaml").read_text())
-    assert ar_meta["critic"]["extraction_layer_index"] == LAYER
-    assert yaml.safe_load((ar / "config.json").read_text())["num_hidden_layers"] == LAYER + 1
+    assert ar_meta["critic"]["extraction_layer_index"] == layer
+    assert yaml.safe_load((ar / "config.json").read_text())["num_hidden_layers"] == layer + 1
     assert load_file(str(ar / "value_head.safetensors"))["weight"].shape == (576, 576)
     heldout = ar_meta["nlaweb"]["heldout"]
-    assert heldout["pairs_train"] + heldout["pairs_heldout"] == SMALL.docs * SMALL.per_doc
+    plan = layer_plan(SMALL, index)
+    assert heldout["pairs_train"] + heldout["pairs_heldout"] == plan.docs * plan.per_doc
     assert ar_meta["nlaweb"]["var_baseline"] > 0
     pool = load_file(str(ar / POOL_FILE))["predictions"]
     assert (pool.shape, pool.dtype) == ((heldout["pairs_heldout"], 576), torch.float32)
@@ -74,6 +78,21 @@ def test_the_demo_engine_captures_what_output_hidden_states_reports(engine):
     with torch.no_grad():
         reference = engine.target.model(torch.tensor([tokens]), output_hidden_states=True)
     assert torch.equal(captured, reference.hidden_states[LAYER + 1][0].float())
+
+
+def test_the_second_demo_source_reads_the_same_tokens_at_its_own_block(engine, demo_dir):
+    layer = DEMO_LAYERS[1]
+    second = NlaEngine.load(demo_source(demo_dir, layer), device="cpu")
+    assert (second.layer, second.source.target) == (layer, engine.source.target)
+    tokens = engine.tokenize([ChatTurn("user", SENTENCE)]).token_ids
+    assert second.tokenize([ChatTurn("user", SENTENCE)]).token_ids == tokens
+    with torch.no_grad():
+        reference = engine.target.model(torch.tensor([tokens]), output_hidden_states=True)
+    captured = second.capture(tokens, list(range(len(tokens))))
+    assert torch.equal(captured, reference.hidden_states[layer + 1][0].float())
+    position = second.tokenize([ChatTurn("user", SENTENCE)]).token_texts.index(" cat")
+    [result] = second.explain(tokens, [position], GenerationSettings(), NoProgress())
+    assert result.text and 0.0 <= result.fidelity.mse <= 4.0
 
 
 def test_the_demo_verbalizer_describes_the_cat_token_as_a_cat(engine):
@@ -120,6 +139,7 @@ def test_a_demo_built_before_the_reference_pool_gains_only_the_pool(demo_dir, tm
         "target model present",
         "demo AV present",
         "demo AR present",
+        *("demo AV present", "demo AR present", "reference pool present"),  # the second block
     ]
     assert {p: p.stat().st_mtime_ns for p in files} == before
     original = demo_paths(demo_dir)[2] / POOL_FILE

