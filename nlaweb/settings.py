@@ -127,7 +127,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+#: The web image collects into its own folder at build time (docker/web.Dockerfile).
+STATIC_ROOT = env_path("STATIC_ROOT", DATA_DIR / "staticfiles") or DATA_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
