@@ -126,6 +126,10 @@ AUTH_PASSWORD_VALIDATORS = [
         "NumericPasswordValidator",
     )
 ]
+#: Failed log-ins or sign-up attempts per hour for one username, and from one client address
+#: (nlaweb/accounts/throttle.py); more are refused with a sentence (429).
+AUTH_LIMIT_PER_ACCOUNT = env_int("AUTH_LIMIT_PER_ACCOUNT", 10, minimum=1)
+AUTH_LIMIT_PER_ADDRESS = env_int("AUTH_LIMIT_PER_ADDRESS", 100, minimum=1)
 # Visitors are guests until they sign up; a guest account is made on their first POST
 # (nlaweb.accounts.guests.guest_on_post), never on a GET.
 LOGIN_URL = "login"
