@@ -126,9 +126,13 @@ def test_the_cpu_profile_builds_the_demo_then_runs_a_cpu_worker_on_the_web_image
 
 
 def test_a_worker_only_box_needs_the_first_boxs_database_and_redis():
-    assert "set DATABASE_URL in docker/.env" in compose_error("-f", "compose.workers.yaml")
     env = {"DATABASE_URL": "postgres://nlaweb:pw@10.1.2.3:5432/nlaweb"}
     env["REDIS_URL"] = "redis://:pw@10.1.2.3:6379/0"
+    for missing in ("DATABASE_URL", "REDIS_URL"):  # one at a time: Compose names the first it meets
+        others = {k: v for k, v in env.items() if k != missing}
+        assert f"set {missing} in docker/.env" in compose_error(
+            "-f", "compose.workers.yaml", env=others
+        )
     services = compose_config("-f", "compose.workers.yaml", env=env)["services"]
     assert sorted(services) == ["worker-gpu0", "worker-gpu1"]
     assert [gpus(services[n]) for n in sorted(services)] == [["0"], ["1"]]
@@ -192,3 +196,41 @@ def test_the_stack_script_names_its_roles_when_given_none():
     result = subprocess.run([str(REPO / "scripts" / "stack")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "usage: scripts/stack web|worker|sweeper|prepare-demo" in result.stderr
+
+
+def stack_command(*args: str, **env: str) -> str:
+    """The command line `scripts/stack` would exec, with `echo` standing in for Python and Celery."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"HTTPS", "HOST", "PORT"}}
+    env = {**clean, "PYTHON": "echo", "CELERY": "echo celery", "MIGRATE_ON_START": "0", **env}
+    result = subprocess.run(
+        [str(REPO / "scripts" / "stack"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_stack_script_runs_each_process_as_the_readme_says():
+    assert stack_command("web", PORT="8123") == (
+        "-m daphne -b 127.0.0.1 -p 8123 nlaweb.asgi:application"
+    )
+    assert stack_command("worker", "-n", "a@%h") == (
+        "celery -A nlaweb worker -Q gpu -P prefork -c 1 -n a@%h"
+    )
+    assert (
+        stack_command("sweeper") == "celery -A nlaweb worker --beat -Q sweep -P solo -n sweeper@%h"
+    )
+    assert stack_command("prepare-demo") == "manage.py prepare_demo"
+
+
+def test_the_web_migrates_first_and_trusts_the_proxy_headers_only_with_https():
+    migrated = stack_command("web", MIGRATE_ON_START="1", HOST="0.0.0.0").split("\n")
+    assert migrated == [
+        "manage.py migrate --no-input -v0",
+        "-m daphne -b 0.0.0.0 -p 8000 nlaweb.asgi:application",
+    ]
+    behind_tls = stack_command("web", HTTPS="1")
+    assert behind_tls == "-m daphne -b 127.0.0.1 -p 8000 --proxy-headers nlaweb.asgi:application"
