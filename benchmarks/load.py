@@ -227,11 +227,16 @@ def started_meanwhile(database: str, clicks: list[dict[str, Any]]) -> int:
     return raced
 
 
-def keep_logs(text: str) -> None:
-    path = REPO / "var" / "load-logs.txt"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    print(f"the stack's logs (their last 4000 characters each): {path}")
+def keep_logs(logs: list[Path | None]) -> None:
+    """The stack's logs, copied out of the run's temporary folder to var/load-logs/."""
+    import shutil
+
+    folder = REPO / "var" / "load-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        if log is not None and log.exists():
+            shutil.copy(log, folder / log.name)
+    print(f"the stack's logs: {folder}")
 
 
 def percentiles(values: list[float]) -> str:
@@ -276,7 +281,7 @@ def run(users: int, clicks: int, sockets: int, max_seconds: float) -> int:
             time.sleep(0.2)
         finished = time.perf_counter()
         figures.raced = started_meanwhile(database, figures.clicks)
-        keep_logs(live.logs())
+        keep_logs([live.worker_log, live.server_log, live.sweeper_log])
         open_at_end = sum(ws.close_code is None for p in people for ws in p.sockets)
     return report(figures, users, clicks, sockets, open_at_end, started, answered, finished)
 
