@@ -43,6 +43,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL can store it (text and jsonb refuse NUL, which a byte-level tokenizer
+    decodes byte 0 to): each NUL becomes U+FFFD. Found by benchmarks/load.py on the tiny model."""
+    return text.replace("\x00", "\ufffd")
+
+
 #: What a database that went away raises (a restart, a network cut, a broken connection).
 _DATABASE_GONE = (OperationalError, InterfaceError)
 
@@ -282,7 +289,7 @@ class DjangoStore:
                     conversation_id=leaf.conversation_id,
                     source_id=source_id,
                     token_ids=token_ids,
-                    token_texts=token_texts,
+                    token_texts=[storable(t) for t in token_texts],
                     spans=spans,
                     tokens_hash=hash_tokens(token_ids),
                 ),
@@ -296,7 +303,10 @@ class DjangoStore:
         self._retrying(
             "store the reply",
             lambda: Message.objects.filter(pk=message_id).update(
-                content=content, status=Message.Status.DONE, error="", truncated=truncated
+                content=storable(content),
+                status=Message.Status.DONE,
+                error="",
+                truncated=truncated,
             ),
         )
 
@@ -306,7 +316,7 @@ class DjangoStore:
         self._retrying(
             "store the reply's failure",
             lambda: Message.objects.filter(pk=message_id).update(
-                content=content, status=Message.Status.FAILED, error=error
+                content=storable(content), status=Message.Status.FAILED, error=error
             ),
         )
 
@@ -407,6 +417,7 @@ class DjangoStore:
     def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None:
         from nlaweb.explanations.models import Explanation
 
+        fields = {k: storable(v) if isinstance(v, str) else v for k, v in fields.items()}
         # Only a row still running: a row cancelled meanwhile keeps "cancelled" (result discarded).
         self._retrying(
             "store the explanation",
