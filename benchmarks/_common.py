@@ -37,7 +37,7 @@ def best_of(
 def demo_engine():  # type: ignore[no-untyped-def]
     from workers.nla.demo import build_demo
     from workers.nla.engine import NlaEngine
-    from workers.sources import demo_source
+    from workers.source_config import demo_source
 
     data_dir = Path(os.environ.get("NLAWEB_DATA_DIR", REPO / "var"))
     build_demo(data_dir, progress=lambda line: print("  " + line))

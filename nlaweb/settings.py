@@ -51,25 +51,28 @@ INSTALLED_APPS = [
     "csp",
     "django_htmx",
     "template_partials",
+    "ninja",  # /api/v1/docs serves Swagger UI from ninja's own static files, not a CDN
     "nlaweb.accounts",
     "nlaweb.chat",
     "nlaweb.explanations",
     "nlaweb.api",
     "nlaweb.share",
+    "nlaweb.sources",  # manage.py prepare_demo
+    "nlaweb",  # manage.py serve
 ]
 
 MIDDLEWARE = [
-    "nlaweb.health.HealthMiddleware",  # first: a container's probe needs no host, session or user
+    "nlaweb.middleware.health.HealthMiddleware",  # first: a container's probe needs no host, session or user
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",  # outside the outage page, so a 503 page has the policy too
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "nlaweb.outage.OutageMiddleware",  # before anything that reads the database (sessions, users)
+    "nlaweb.middleware.outage.OutageMiddleware",  # before anything that reads the database (sessions, users)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "nlaweb.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
+    "nlaweb.middleware.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "nlaweb.headers.PrivateCacheMiddleware",
+    "nlaweb.middleware.private_cache.PrivateCacheMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nlaweb.share.framing.FrameAncestorsMiddleware",
@@ -206,7 +209,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
-CELERY_IMPORTS = ("workers.tasks", "nlaweb.tasks")
+CELERY_IMPORTS = ("workers.tasks", "nlaweb.jobs.beat")
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT_S
 # An unacknowledged job of a killed worker is redelivered once its time limit has surely passed.
 CELERY_BROKER_TRANSPORT_OPTIONS = {

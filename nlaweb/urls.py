@@ -7,9 +7,10 @@ from django.urls import include, path
 
 from nlaweb.chat import edit_views as edits
 from nlaweb.chat import views as chat
+from nlaweb.explanations import table_views as tables
 from nlaweb.explanations import views as explanations
-from nlaweb.health import healthz
-from nlaweb.sources_admin import sources_page
+from nlaweb.middleware.health import healthz
+from nlaweb.sources.admin_page import sources_page
 
 
 def favicon(request: HttpRequest) -> HttpResponse:
@@ -50,6 +51,21 @@ urlpatterns = [
         "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/explain-all",
         explanations.explain_message,
         name="explain_message",
+    ),
+    path(
+        "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table",
+        tables.table,
+        name="message_table",
+    ),
+    path(
+        "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table.csv",
+        tables.table_csv_download,
+        name="message_table_csv",
+    ),
+    path(
+        "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table.json",
+        tables.table_json_download,
+        name="message_table_json",
     ),
     path("runs/<uuid:run_id>/cancel", explanations.cancel_run, name="cancel_run"),
     path(

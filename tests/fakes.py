@@ -1,10 +1,12 @@
-"""A store kept in memory and an engine without a model, for driving `workers/jobs.py` in unit tests.
+"""A store kept in memory and an engine without a model, for driving `workers/pipeline.py` in unit tests.
 
-`MemoryStore` implements the `workers.jobs.Store` protocol as `DjangoStore` does (a job claims its own
-queued rows and other queued rows of the same source and settings, grouped per snapshot by the real
-`workers.store._groups`) and keeps every published frame per conversation. `EchoEngine` answers with
-results that name the tokens and position they were asked for, so a result stored on the wrong row or
-a frame sent to the wrong conversation shows in an assertion."""
+`MemoryStore` implements the `workers.store.Store` protocol over dicts and keeps every published frame
+per conversation. It does not decide which rows a job takes: a job takes exactly the queued rows it
+names, in the order named (grouped per snapshot by the real `workers.store.group_rows`). The claim
+rules (batch-mates in turns over people, retried rows alone, give-ups) are
+`ExplanationQuerySet.claim`'s, tested on PostgreSQL (tests/unit/test_claims.py, test_store.py).
+`EchoEngine` answers with results that name the tokens and position they were asked for, so a result
+stored on the wrong row or a frame sent to the wrong conversation shows in an assertion."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from workers.nla.types import (
-    MAX_POSITIONS_PER_REQUEST,
     ChatTurn,
     ExplainProgress,
     Fidelity,
@@ -27,14 +28,14 @@ from workers.nla.types import (
     TokenExplanation,
     TokenizedConversation,
 )
-from workers.store import ExplainJob, ReplyJob, Turn, _groups
+from workers.store import ExplainJob, ReplyJob, TakenRow, Turn, group_rows
 
 _ids = itertools.count(1)
 
 
 @dataclass
 class MemorySnapshot:
-    """The fields of chat.Snapshot that `workers.store._groups` reads."""
+    """The fields of chat.Snapshot that a job reads."""
 
     conversation_id: str
     token_ids: list[int]
@@ -43,7 +44,7 @@ class MemorySnapshot:
 
 @dataclass
 class MemoryRow:
-    """An Explanation row: the fields `_groups` reads, then what the job writes."""
+    """An Explanation row: the fields a job reads, then what the job writes."""
 
     pk: str
     snapshot_id: str
@@ -55,6 +56,17 @@ class MemoryRow:
     stage: str = "queued"
     fields: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+
+    def taken(self) -> TakenRow:
+        snapshot = self.snapshot
+        return TakenRow(
+            self.pk,
+            self.snapshot_id,
+            snapshot.conversation_id,
+            snapshot.token_ids,
+            snapshot.spans,
+            self.position,
+        )
 
 
 @dataclass
@@ -161,27 +173,14 @@ class MemoryStore:
 
     # -- explanations -------------------------------------------------------------------------
     def explain_job(self, explanation_ids: list[str]) -> ExplainJob | None:
-        """As DjangoStore: the job's queued rows (by position), then other queued rows of the same
-        source and settings in creation order, up to one batch; all marked running."""
-        own = sorted(
-            (self.rows[pk] for pk in explanation_ids if self.rows[pk].status == "queued"),
-            key=lambda r: r.position,
-        )
-        if not own:
+        """The named rows that are still queued, in the order named, all marked running."""
+        taken = [self.rows[pk] for pk in explanation_ids if self.rows[pk].status == "queued"]
+        if not taken:
             return None
-        first = own[0]
-        own = [r for r in own if (r.source_id, r.settings) == (first.source_id, first.settings)]
-        taken = {r.pk for r in own}
-        mates = [
-            r
-            for r in self.rows.values()
-            if r.status == "queued"
-            and (r.source_id, r.settings) == (first.source_id, first.settings)
-            and r.pk not in taken
-        ][: MAX_POSITIONS_PER_REQUEST - len(own)]
-        for row in own + mates:
+        for row in taken:
             row.status, row.stage = "running", "loading"
-        return ExplainJob(first.source_id, first.settings, _groups(own + mates))
+        first = taken[0]
+        return ExplainJob(first.source_id, first.settings, group_rows([r.taken() for r in taken]))
 
     def set_stage(self, explanation_ids: list[str], stage: str) -> None:
         for pk in explanation_ids:

@@ -57,7 +57,7 @@ def install() -> None:
     """Hold this worker process's jobs at the gate points: after a stage is stored
     (`explain-<stage>`), and after a reply's first text is published (`reply-text`). Patches the
     store, the worker's one seam into Django, so nothing heavy (torch) is imported before a job."""
-    from workers.store import DjangoStore
+    from nlaweb.jobs.django_store import DjangoStore
 
     set_stage, publish = DjangoStore.set_stage, DjangoStore.publish
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 
-from nlaweb.jobs import Broker
+from nlaweb.jobs.broker import Broker
 from workers.contracts import GPU_QUEUE
 
 DOWN_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens, a connection is refused at once

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from nlaweb import sources as web_sources
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
 from nlaweb.share import revisions
+from nlaweb.sources import configured as web_sources
 from tests.factories import snapshot_of
 
 SOURCE_ID = "tiny-local-l1"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from nlaweb import sources as web_sources
+from nlaweb.sources import configured as web_sources
 from tests.live import START_S, Stack, running_stack, wait_until, write_sources_file
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 MARKER = "㈎"
 LAYER = 2

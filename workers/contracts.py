@@ -77,10 +77,22 @@ class ExplanationDone(_Frame):
     specificity: float | None  # fraction of the source's reference pool rebuilt worse (ties half)
 
 
+def ordinal(place: int) -> str:
+    """1 → "1st", 2 → "2nd", 11 → "11th", 23 → "23rd"."""
+    suffix = "th" if 10 <= place % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(place % 10, "th")
+    return f"{place}{suffix}"
+
+
+def in_line(place: int) -> str:
+    """What the panel says of a queued row's place: "2nd in line" (the page renders it as is)."""
+    return f"{ordinal(place)} in line"
+
+
 class ExplanationQueued(_Frame):
     type: Literal["explanation.queued"] = "explanation.queued"
     explanation_id: str
     place: int  # 1-based place among its source's queued rows, in the order workers take them
+    line: str  # `in_line(place)`, as the panel shows it
 
 
 class RunProgress(_Frame):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
 
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY, TASK_TOKENIZE, TASK_VECTORS
 from workers.nla.errors import NlaError
-from workers.sources import served_sources
+from workers.nla.types import Engine
+from workers.source_config import served_sources
 
 log = logging.getLogger(__name__)
 _configured = threading.Lock()
@@ -26,7 +26,7 @@ def _configure_engines() -> None:
     with _configured:
         if _done:
             return
-        from nlaweb.sources import configured_sources
+        from nlaweb.sources.configured import configured_sources
         from workers.nla import registry
 
         try:
@@ -38,10 +38,10 @@ def _configure_engines() -> None:
         _done = True
 
 
-def _engine(source_id: str) -> Any:
+def _engine(source_id: str) -> Engine:
     """The engine of `source_id`, configuring this process's sources first: only a job that has
     rows to run imports torch (a redelivered job whose rows are done or failed returns at once)."""
-    from workers.jobs import registry_engine
+    from workers.pipeline import registry_engine
 
     _configure_engines()
     return registry_engine(source_id)
@@ -49,8 +49,8 @@ def _engine(source_id: str) -> Any:
 
 @shared_task(name=TASK_REPLY, ignore_result=True, bind=True)
 def reply(task: Task, message_id: str) -> None:
-    from workers.jobs import run_reply
-    from workers.store import DjangoStore
+    from nlaweb.jobs.django_store import DjangoStore
+    from workers.pipeline import run_reply
 
     store = DjangoStore(job_id=task.request.id)
     with store.heartbeat():
@@ -59,8 +59,8 @@ def reply(task: Task, message_id: str) -> None:
 
 @shared_task(name=TASK_EXPLAIN, ignore_result=True, bind=True)
 def explain(task: Task, explanation_ids: list[str]) -> None:
-    from workers.jobs import run_explain
-    from workers.store import DjangoStore
+    from nlaweb.jobs.django_store import DjangoStore
+    from workers.pipeline import run_explain
 
     store = DjangoStore(job_id=task.request.id)
     with store.heartbeat():
@@ -69,7 +69,7 @@ def explain(task: Task, explanation_ids: list[str]) -> None:
 
 @shared_task(name=TASK_TOKENIZE, ignore_result=True)
 def tokenize(job_id: str) -> None:
-    from workers.api_store import ApiStore
+    from nlaweb.jobs.api_store import ApiStore
     from workers.tokenize import run_tokenize
 
     _configure_engines()
@@ -78,8 +78,8 @@ def tokenize(job_id: str) -> None:
 
 @shared_task(name=TASK_VECTORS, ignore_result=True)
 def vectors(job_id: str) -> None:
-    from workers.api_store import ApiStore
-    from workers.vectors import run_vectors
+    from nlaweb.jobs.api_store import ApiStore
+    from workers.raw_vectors import run_vectors
 
     _configure_engines()
     run_vectors(ApiStore(job_id=vectors.request.id), job_id)

@@ -1,15 +1,17 @@
 """The API's tokenize job: store the snapshot of a conversation the API created, chat-templated by the
 target's template (`messages`) or tokenized as it is (`text`), so its tokens can be explained.
 
-Django-free: rows go through an ApiStore (workers/api_store.py)."""
+Django-free: rows go through an ApiStore (workers/store.py; nlaweb/jobs/api_store.py in a worker)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from workers.jobs import EngineFor, _save_snapshot, _turns, readable, registry_engine
 from workers.nla.errors import InputTooLong, NlaError
+from workers.nla.types import Engine, TokenizedConversation
+from workers.pipeline import EngineFor, _save_snapshot, _turns, readable, registry_engine
+from workers.store import ApiStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ def error_code(error: BaseException) -> str:
     return type(error).__name__ if isinstance(error, NlaError) else "WorkerError"
 
 
-def _check_length(engine: Any, count: int) -> None:
+def _check_length(engine: Engine, count: int) -> None:
     if count > engine.max_sequence_tokens:
         raise InputTooLong(
             f"This input has {count} tokens; the source accepts at most "
@@ -32,7 +34,7 @@ def _check_length(engine: Any, count: int) -> None:
         )
 
 
-def _tokenized(engine: Any, history: list[Any], raw: bool) -> Any:
+def _tokenized(engine: Engine, history: list[Any], raw: bool) -> TokenizedConversation:
     """The tokens of the input, refused when too long or when the chat template refuses it."""
     from jinja2 import TemplateError
 
@@ -48,7 +50,9 @@ def _tokenized(engine: Any, history: list[Any], raw: bool) -> Any:
     return tokens
 
 
-def _save_raw_snapshot(store: Any, engine: Any, leaf_id: str, source_id: str, text: str) -> None:
+def _save_raw_snapshot(
+    store: ApiStore, engine: Engine, leaf_id: str, source_id: str, text: str
+) -> None:
     tokenized = engine.tokenize_text(text)
     spans = [
         {
@@ -64,7 +68,7 @@ def _save_raw_snapshot(store: Any, engine: Any, leaf_id: str, source_id: str, te
     )
 
 
-def run_tokenize(store: Any, job_id: str, engine_for: EngineFor = registry_engine) -> None:
+def run_tokenize(store: ApiStore, job_id: str, engine_for: EngineFor = registry_engine) -> None:
     """Tokenize the job's leaf path and save its snapshot; the job row ends done or failed."""
     job = store.claim_api_job(job_id)
     if job is None:

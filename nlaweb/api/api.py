@@ -5,7 +5,6 @@ from the schemas). Operations parse, call one domain function and answer; every 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -15,8 +14,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from nlaweb.api import completion, explain, stream, vectors
 from nlaweb.api.auth import AUTH, NO_KEY, Caller
-from nlaweb.api.catalog import all_sources
-from nlaweb.api.errors import ApiError, PayloadTooLarge, Unauthorized, validation_sentence
+from nlaweb.api.catalog import all_sources, public_checkpoint
+from nlaweb.api.http_errors import ApiError, PayloadTooLarge, Unauthorized, validation_sentence
 from nlaweb.api.schemas import (
     CompletionRequest,
     CompletionResponse,
@@ -29,7 +28,7 @@ from nlaweb.api.schemas import (
     ScoreResponse,
     SourcesResponse,
 )
-from nlaweb.sources import default_source
+from nlaweb.sources.configured import default_source
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,9 @@ def sources(request: HttpRequest) -> dict[str, Any]:
                 **{k: getattr(s, k) for k in ("id", "label", "layer", "d_model", "demo")},
                 **{k: getattr(s, k) for k in ("var_baseline", "uncalibrated", "notes")},
                 "modelId": s.model_id,
-                "checkpoints": {"target": asdict(s.target), "av": asdict(s.av), "ar": asdict(s.ar)},
+                "checkpoints": {
+                    r: public_checkpoint(getattr(s, r).ref) for r in ("target", "av", "ar")
+                },
                 "default": s.id == default,
             }
             for s in all_sources()
@@ -158,7 +159,9 @@ def sources(request: HttpRequest) -> dict[str, Any]:
     "/explain",
     response={200: ExplainResponse, **ERRORS},
     summary="Explain tokens of a text, a chat or a stored conversation",
-    openapi_extra={"responses": {"200": SSE_OR_JSON}},
+    # An int key, as ninja's own: a "200" string beside it made the document carry two "200"
+    # keys, which Swagger UI refuses ("duplicated mapping key") and so drew no operation at all.
+    openapi_extra={"responses": {200: SSE_OR_JSON}},
 )
 async def explain_tokens(request: HttpRequest, payload: ExplainRequest) -> Any:
     asked = await explain.ask(_caller(request).user, payload)

@@ -16,7 +16,7 @@ from django.utils import timezone
 from ninja.security import APIKeyHeader, HttpBearer
 
 from nlaweb.api import ratelimit
-from nlaweb.api.errors import RateLimited, Unauthorized
+from nlaweb.api.http_errors import RateLimited, Unauthorized
 from nlaweb.api.models import ApiKey
 
 LOCAL_USERNAME = "local-api"

@@ -12,10 +12,11 @@ from typing import Any
 
 import yaml
 
-from nlaweb.sources import configured_sources, get_source
+from nlaweb.share.revisions import checkpoint_revision
+from nlaweb.sources.configured import configured_sources, get_source
 from workers.nla.errors import NlaError
 from workers.nla.sidecar import SIDECAR, Overrides, parse_ar
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ def checkpoint(ref: str) -> Checkpoint:
         return Checkpoint(ref, None)
     revision = ref.partition("@")[2]
     return Checkpoint(ref, revision or None)
+
+
+def public_checkpoint(ref: str) -> dict[str, str]:
+    """What an API caller may read of a checkpoint: a hub id with its revision (`main` unpinned),
+    or a local directory's name with its `sha256:` fingerprint; never a server path."""
+    local = Path(ref).expanduser()
+    name = local.name if local.is_absolute() or local.is_dir() else ref.partition("@")[0]
+    return {"ref": name, "revision": checkpoint_revision(ref)}
 
 
 def model_id(ref: str) -> str:
@@ -93,7 +102,11 @@ def source_info(source_id: str) -> SourceInfo | None:
 
 def _info(source: SourceConfig) -> SourceInfo:
     overrides = Overrides(
-        source.layer, source.injection_scale, source.mse_scale, source.var_baseline
+        source.layer,
+        source.injection_scale,
+        source.mse_scale,
+        source.var_baseline,
+        source.calibration,
     )
     layer = d_model = var = None
     uncalibrated = False

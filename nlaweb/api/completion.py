@@ -10,9 +10,9 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 
-from nlaweb.api.errors import TimedOut, Unavailable
+from nlaweb.api.http_errors import TimedOut, Unavailable
+from nlaweb.api.resolve import resolve_source
 from nlaweb.api.schemas import CompletionRequest
-from nlaweb.api.sources import resolve_source
 from nlaweb.api.waiting import db_async, wait_for
 from nlaweb.chat.conversation import send_message
 from nlaweb.chat.models import Conversation, Message, Snapshot

@@ -13,10 +13,10 @@ from uuid import UUID
 from django.conf import settings
 
 from nlaweb.api.catalog import SourceInfo
-from nlaweb.api.errors import BadRequest
+from nlaweb.api.http_errors import BadRequest
 from nlaweb.api.inputs import Prepared, Turn, prepare_cached, prepare_input, snapshot_of
+from nlaweb.api.resolve import resolve_source
 from nlaweb.api.schemas import ExplainRequest
-from nlaweb.api.sources import resolve_source
 from nlaweb.api.waiting import db_async, wait_for
 from nlaweb.chat.models import Snapshot
 from nlaweb.explanations.models import Explanation
@@ -152,6 +152,9 @@ def result(asked: Asked, position: int) -> dict[str, Any]:
         "fve": row.fve if done else None,
         "relative_mse": row.relative_mse if done else None,
         "confidence": (row.confidence or None) if done else None,
+        "specificity": row.specificity if done else None,
+        "calibration": (row.calibration or None) if done else None,
+        "confidence_note": (row.confidence_note or None) if done else None,
         "l2_norm": row.l2_norm if done else None,
         "cached": position in asked.cached,
         "status": row.status,

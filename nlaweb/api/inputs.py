@@ -20,11 +20,11 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from nlaweb.api.errors import BadRequest, NotFound, TimedOut, Unavailable
+from nlaweb.api.http_errors import BadRequest, NotFound, TimedOut, Unavailable
 from nlaweb.api.models import ApiInput, ApiJob
 from nlaweb.api.waiting import db_async, wait_for
 from nlaweb.chat.models import Conversation, Message, Snapshot
-from nlaweb.jobs import enqueue
+from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_TOKENIZE, api_job_group
 
 

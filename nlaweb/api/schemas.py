@@ -109,7 +109,23 @@ class ExplainResult(BaseModel):
     cosine_similarity: float | None
     fve: float | None
     relative_mse: float | None
-    confidence: str | None
+    confidence: str | None = Field(
+        description="high | medium | low on the source's own scale (docs/confidence.md), capped "
+        "by specificity."
+    )
+    specificity: float | None = Field(
+        None,
+        description="Fraction of the source's reference explanations whose rebuild of this "
+        "activation is worse (ties half); null while the pool is too small.",
+    )
+    calibration: Literal["matched", "between", "shuffled"] | None = Field(
+        None,
+        description="Where relative_mse falls between the source's median matched and shuffled "
+        "relative MSE; null when the source carries no calibration.",
+    )
+    confidence_note: str | None = Field(
+        None, description="Why the confidence and the specificity point different ways."
+    )
     l2_norm: float | None
     cached: bool = Field(description="Stored before this request asked for it.")
     status: Literal["queued", "running", "done", "failed"]
@@ -182,6 +198,9 @@ class VectorResult(BaseModel):
     fve: float | None
     relative_mse: float | None
     confidence: str | None
+    specificity: float | None = None
+    calibration: Literal["matched", "between", "shuffled"] | None = None
+    confidence_note: str | None = None
     l2_norm: float
 
 
@@ -221,8 +240,11 @@ class ScoreResponse(BaseModel):
 
 
 class CheckpointOut(BaseModel):
-    ref: str
-    revision: str | None
+    ref: str = Field(description="A hub id, or a local checkpoint directory's name (never a path)")
+    revision: str = Field(
+        description="The hub revision (`main` when unpinned), `sha256:<16 hex>` of a local "
+        "directory's files, or `missing`"
+    )
 
 
 class SourceOut(BaseModel):

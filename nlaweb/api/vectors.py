@@ -9,13 +9,13 @@ from typing import Any
 from django.db import transaction
 
 from nlaweb.api.catalog import SourceInfo
-from nlaweb.api.errors import BadRequest, Unavailable
+from nlaweb.api.http_errors import BadRequest, Unavailable
 from nlaweb.api.inputs import finished_job
 from nlaweb.api.models import ApiJob
+from nlaweb.api.resolve import resolve_source
 from nlaweb.api.schemas import ExplainVectorRequest, ScoreRequest
-from nlaweb.api.sources import resolve_source
 from nlaweb.api.waiting import db_async
-from nlaweb.jobs import enqueue
+from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_VECTORS
 
 

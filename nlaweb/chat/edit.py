@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from nlaweb.chat.models import Conversation, Message
-from nlaweb.jobs import enqueue
+from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_REPLY
 
 MAX_TEMPERATURE = 2.0

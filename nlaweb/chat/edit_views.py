@@ -13,12 +13,13 @@ from django.views.decorators.http import require_GET, require_POST
 from nlaweb.chat import edit
 from nlaweb.chat.forms import BranchForm, MessageForm, RegenerateForm
 from nlaweb.chat.models import Conversation, Message
-from nlaweb.chat.views import _context, owned
+from nlaweb.chat.views import owned
+from nlaweb.thread.page import page_context
 
 
 def _chat(request: HttpRequest, conversation: Conversation, error: str = "") -> HttpResponse:
     conversation.refresh_from_db()
-    context = _context(request, conversation, error=error)
+    context = page_context(request, conversation, error=error)
     return render(request, "chat/conversation.html#chat", context)
 
 

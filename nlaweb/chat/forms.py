@@ -15,8 +15,9 @@ class MessageForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The browser stops typing at the limit; clean_content still says so for other clients.
-        self.fields["content"].widget.attrs["maxlength"] = settings.MAX_MESSAGE_CHARS
+        # No maxlength: it would silently cut a long paste. The count shows the limit and
+        # clean_content refuses a longer message with its sentence, the text kept in the box.
+        self.fields["content"].widget.attrs["data-max-chars"] = settings.MAX_MESSAGE_CHARS
 
     def clean_content(self) -> str:
         content: str = self.cleaned_data["content"]

@@ -11,11 +11,14 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+
+from nlaweb.jobs.liveness import gave_up, reply_gave_up, silent_before
 
 
 class Conversation(models.Model):
@@ -40,6 +43,71 @@ class Conversation(models.Model):
     def path(self) -> list[Message]:
         """Messages from the root to the head, in order."""
         return self.head.path() if self.head else []
+
+
+class MessageQuerySet(models.QuerySet["Message"]):
+    """The state changes of a reply's job (a generating placeholder): send, claim, beat, requeue,
+    give up, finish, fail. The store and the sweeper call these."""
+
+    def generating(self) -> MessageQuerySet:
+        return self.filter(status=Message.Status.GENERATING)
+
+    def untaken(self) -> MessageQuerySet:
+        """Placeholders no worker took yet: the sweeper sends them."""
+        return self.generating().filter(job_id="")
+
+    def silent(self, now: datetime) -> MessageQuerySet:
+        """Placeholders a worker took and then went silent on."""
+        return self.generating().filter(heartbeat_at__lt=silent_before(now)).exclude(job_id="")
+
+    def mark_sent(self, now: datetime) -> int:
+        return self.generating().update(sent_at=now)
+
+    def beat(self, job_id: str, now: datetime) -> int:
+        return self.generating().filter(job_id=job_id).update(heartbeat_at=now)
+
+    def requeue(self) -> int:
+        """Untaken and unsent again; what the dead worker wrote is dropped."""
+        return self.update(content="", job_id="", sent_at=None, heartbeat_at=None)
+
+    def give_up(self, error: str) -> int:
+        return self.update(status=Message.Status.FAILED, error=error, job_id="")
+
+    def finish(self, content: str, truncated: bool) -> int:
+        return self.update(
+            content=content, status=Message.Status.DONE, error="", truncated=truncated
+        )
+
+    def fail(self, content: str, error: str) -> int:
+        return self.update(content=content, status=Message.Status.FAILED, error=error)
+
+    def claim(self, message_id: str, job_id: str, now: datetime) -> Message | None:
+        """The placeholder, taken by `job_id` (unless another live job has it), or failed when
+        workers died on it JOB_MAX_ATTEMPTS times; None when there is nothing to do. Call inside a
+        transaction."""
+        message = (
+            self.select_for_update(skip_locked=True, of=("self",))
+            .select_related("conversation")
+            .generating()
+            .filter(pk=message_id)
+            .filter(
+                Q(job_id="")
+                | Q(job_id=job_id)  # redelivered: its earlier run died
+                | Q(heartbeat_at__lt=silent_before(now))
+            )
+            .first()
+        )
+        if message is None:
+            return None
+        if gave_up(message.attempts):
+            message.status, message.error = Message.Status.FAILED, reply_gave_up(message.attempts)
+            message.job_id = ""
+            message.save(update_fields=["status", "error", "job_id"])
+            return message
+        self.filter(pk=message.pk).update(
+            attempts=F("attempts") + 1, heartbeat_at=now, job_id=job_id
+        )
+        return message
 
 
 class Message(models.Model):
@@ -84,6 +152,8 @@ class Message(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     job_id = models.CharField(max_length=64, blank=True)
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at"]
@@ -133,6 +203,16 @@ def prefix_hashes(token_ids: Sequence[int]) -> list[str]:
         previous = hashlib.sha256(f"{previous}:{int(token)}".encode()).hexdigest()
         hashes.append(previous)
     return hashes
+
+
+#: Characters of a prefix hash the page carries on tokens and sections (64 bits: no two prefixes of
+#: one page collide in practice, and a long thread stays light).
+PREFIX_KEY_CHARS = 16
+
+
+def prefix_key(prefix_hash: str) -> str:
+    """The short form of a prefix hash that the page's script matches tokens and sections by."""
+    return prefix_hash[:PREFIX_KEY_CHARS]
 
 
 class Snapshot(models.Model):

@@ -4,7 +4,7 @@ with a repetition penalty) answers these with concrete nouns worth clicking; eac
 
 from __future__ import annotations
 
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 #: prompt → a word its demo reply contains (what the test checks).
 DEMO_STARTERS_CHECK: dict[str, str] = {

@@ -51,10 +51,28 @@ def _label(path: list[Message], own_path: Sequence[object]) -> str:
 
 
 def aligned_position(explanation: Explanation, other: Snapshot) -> int | None:
-    """The same position when it holds the same token in `other`, else None (the person picks)."""
+    """The same position when it holds the same token in `other`, or when the token's message
+    spans the same positions in both (an edit swapped tokens one for one: " cat" → " dog", so one
+    click compares them); else None (the person picks)."""
     p, ids = explanation.position, explanation.snapshot.token_ids
     other_ids = other.token_ids
-    return p if p < len(other_ids) and other_ids[p] == ids[p] else None
+    if p < len(other_ids) and other_ids[p] == ids[p]:
+        return p
+    own = _message_span(explanation.snapshot, p)
+    return p if own is not None and own == _message_span(other, p) else None
+
+
+def _message_span(snapshot: Snapshot, position: int) -> tuple[int, int, int] | None:
+    """(index among the snapshot's messages, start, end) of the message holding `position`."""
+    spans = [s for s in snapshot.spans if s["message_id"]]
+    return next(
+        (
+            (i, s["start"], s["end"])
+            for i, s in enumerate(spans)
+            if s["start"] <= position < s["end"]
+        ),
+        None,
+    )
 
 
 def pick_tokens(explanation: Explanation, other: Snapshot) -> list[Token]:

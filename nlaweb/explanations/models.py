@@ -9,28 +9,173 @@ sweeper (nlaweb/sweep.py) ends what went silent."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Min, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from nlaweb.chat.models import prefix_hashes
+from nlaweb.chat.models import prefix_hashes, prefix_key
+from nlaweb.jobs.liveness import explanation_gave_up, gave_up, silent, silent_before
+from workers.nla.calibration import PLACE_WORDS
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 
 
-def silent_before(now: datetime) -> datetime:
-    """A running row whose worker last showed life before this has lost its worker (killed, its
-    machine gone, cut off from the database): HEARTBEAT_TIMEOUT_S without a heartbeat."""
-    return now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_S)
+@dataclass
+class Claim:
+    """What taking a job's rows decided: rows to run, rows failed for good, rows handed back."""
+
+    rows: list[Explanation] = field(default_factory=list)
+    given_up: list[Explanation] = field(default_factory=list)
+    released: list[Explanation] = field(default_factory=list)
 
 
-def silent(now: datetime) -> Q:
-    """Rows whose worker showed no life since `silent_before(now)`; combine with status=running.
-    A row from before heartbeats existed is judged by when it started."""
-    before = silent_before(now)
-    return Q(heartbeat_at__lt=before) | Q(heartbeat_at__isnull=True, started_at__lt=before)
+class ExplanationQuerySet(models.QuerySet["Explanation"]):
+    """Every state change of a row's job: queue, send, claim, beat, requeue, give up, finish, fail,
+    cancel. The store, the sweeper, the views and the API call these; nothing else updates status."""
+
+    # -- which rows ---------------------------------------------------------------------------
+    def in_flight(self) -> ExplanationQuerySet:
+        return self.filter(status__in=(QUEUED, RUNNING))
+
+    def silent(self, now: datetime) -> ExplanationQuerySet:
+        """Running rows whose worker went silent (see nlaweb.jobs.liveness.silent)."""
+        return self.filter(silent(now), status=RUNNING)
+
+    def locked(self) -> ExplanationQuerySet:
+        """Locked for this transaction; rows another transaction holds are skipped, not awaited."""
+        return self.select_for_update(skip_locked=True, of=("self",)).select_related("snapshot")
+
+    def in_turns(self, turns: int | None = None) -> ExplanationQuerySet:
+        """The fairness order, the one workers take rows in and queue places count in: people in
+        turns (each person's oldest first, by position within one request), people in the order
+        of their oldest row; with `turns`, only each person's first `turns` rows."""
+        owner = F("snapshot__conversation__owner_id")
+        ranked = self.annotate(
+            owner=owner,
+            turn=Window(RowNumber(), partition_by=[owner], order_by=[F("created_at"), "position"]),
+            owner_since=Window(Min("created_at"), partition_by=[owner]),
+        )
+        if turns is not None:
+            ranked = ranked.filter(turn__lte=turns)
+        return ranked.order_by("turn", "owner_since", "owner", "created_at", "position")
+
+    # -- state changes ------------------------------------------------------------------------
+    def mark_sent(self, now: datetime) -> int:
+        """The broker took their job: rows still queued are not the sweeper's to send."""
+        return self.filter(status=QUEUED).update(sent_at=now)
+
+    def start(self, job_id: str, now: datetime) -> int:
+        """Taken by job `job_id`: running, alive now, one attempt more."""
+        return self.update(
+            status=RUNNING,
+            stage="loading",
+            started_at=now,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            job_id=job_id,
+        )
+
+    def beat(self, job_id: str, now: datetime) -> int:
+        """The worker of job `job_id` is alive: its running rows say so."""
+        return self.filter(status=RUNNING, job_id=job_id).update(heartbeat_at=now)
+
+    def requeue(self) -> int:
+        """Back to queued and unsent (attempts kept): the next sweep, or the caller, sends them."""
+        return self.update(
+            status=QUEUED, stage="queued", job_id="", sent_at=None, heartbeat_at=None
+        )
+
+    def give_up(self, error: str, now: datetime) -> int:
+        """Failed for good with `error` (workers kept dying on them)."""
+        return self.update(status=FAILED, stage="failed", error=error, finished_at=now, job_id="")
+
+    def set_stage(self, stage: str) -> int:
+        return self.update(stage=stage)
+
+    def finish(self, fields: dict[str, Any], now: datetime) -> int:
+        """Store a result; only on rows still running (a row cancelled meanwhile stays cancelled)."""
+        return self.filter(status=RUNNING).update(
+            **fields, status=DONE, stage="done", finished_at=now
+        )
+
+    def fail(self, error: str, now: datetime) -> int:
+        """Fail the rows not already done (a late error never undoes a stored result)."""
+        return self.exclude(status=DONE).update(
+            status=FAILED, stage="failed", error=error, finished_at=now
+        )
+
+    def cancel(self, error: str, now: datetime) -> int:
+        """Cancelled by their person: a queued row never starts, a running one's result is dropped."""
+        return self.update(status=CANCELLED, stage="cancelled", error=error, finished_at=now)
+
+    def claim(self, explanation_ids: list[str], job_id: str, limit: int, now: datetime) -> Claim:
+        """Take up to `limit` queued rows of the job's source and settings, in turns over their
+        owners, marked running by `job_id`. A row a worker already died on runs alone (its
+        batch-mates are handed back, requeued), one that JOB_MAX_ATTEMPTS workers died on fails,
+        and a redelivered job (same id) takes its own rows back. Call inside a transaction."""
+        group = (
+            self.filter(pk__in=explanation_ids)
+            .order_by("position")
+            .values("source_id", "settings_key")
+            .first()
+        )
+        if group is None:
+            return Claim()
+        own = list(
+            self.filter(pk__in=explanation_ids, **group)
+            .locked()
+            .filter(
+                Q(status=QUEUED)
+                | Q(status=RUNNING, job_id=job_id)
+                | (Q(status=RUNNING) & silent(now))
+            )
+            .order_by("position")
+        )
+        claim = Claim(given_up=[row for row in own if gave_up(row.attempts)])
+        for row in claim.given_up:
+            row.error = explanation_gave_up(row.attempts)
+            self.filter(pk=row.pk).give_up(row.error, now)
+        live = [row for row in own if row not in claim.given_up]
+        if any(row.attempts > 0 or row.status == RUNNING for row in live):
+            retried = [row for row in live if row.attempts > 0 or row.status == RUNNING]
+            claim.rows = retried[:1]
+            claim.released = [row for row in live if row not in claim.rows]
+            self.filter(pk__in=[row.pk for row in claim.released]).requeue()
+        else:
+            claim.rows = self._take_in_turns(group, limit)
+        self.filter(pk__in=[row.pk for row in claim.rows]).start(job_id, now)
+        return claim
+
+    def _take_in_turns(self, group: Mapping[str, Any], limit: int) -> list[Explanation]:
+        """Up to `limit` queued rows of `group` nobody's worker died on, in `in_turns` order,
+        locked. Rows other workers hold are skipped and the next ones looked at, so a job takes a
+        full batch whenever one waits."""
+        waiting = self.filter(status=QUEUED, attempts=0, **group)
+        order: list[Any] = []
+        taken: dict[Any, Explanation] = {}
+        while len(taken) < limit:
+            turns = list(waiting.exclude(pk__in=order).in_turns(limit).values_list("pk", flat=True))
+            if not turns:
+                break
+            order += turns
+            start = 0
+            while len(taken) < limit and start < len(turns):
+                chunk = turns[start : start + limit - len(taken)]
+                start += len(chunk)
+                locked = self.filter(pk__in=chunk, status=QUEUED).locked()
+                taken.update({row.pk: row for row in locked})
+        return [taken[pk] for pk in order if pk in taken]
+
+    def queue_places(self, source_id: str, limit: int = 500) -> dict[str, int]:
+        """Explanation id → its 1-based place among the source's queued rows, in `in_turns` order."""
+        rows = self.filter(source_id=source_id, status=QUEUED).in_turns()[:limit]
+        return {str(pk): place for place, pk in enumerate(rows.values_list("pk", flat=True), 1)}
 
 
 class Explanation(models.Model):
@@ -69,6 +214,11 @@ class Explanation(models.Model):
     #: Fraction of the source's reference explanations whose reconstruction of this activation is
     #: worse than this one's (workers/nla/specificity.py); None while the pool is too small.
     specificity = models.FloatField(null=True, blank=True)
+    #: Where relative_mse fell between the source's matched and shuffled medians when it was scored
+    #: ("matched", "between", "shuffled"; workers/nla/calibration.py); "" without a calibration.
+    calibration = models.CharField(max_length=16, blank=True)
+    #: Why the pill and specificity point different ways; "" when they agree.
+    confidence_note = models.TextField(blank=True)
     l2_norm = models.FloatField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -86,6 +236,8 @@ class Explanation(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     #: The job (Celery task id) that took it last: a redelivered job takes its own rows back.
     job_id = models.CharField(max_length=64, blank=True)
+
+    objects = ExplanationQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -113,6 +265,16 @@ class Explanation(models.Model):
         super().save(*args, **kwargs)
 
     @property
+    def calibration_words(self) -> str:
+        """Where the score fell on the source's scale, in words ("" without a calibration)."""
+        return PLACE_WORDS.get(self.calibration, "")
+
+    @property
+    def prefix_key(self) -> str:
+        """The short prefix hash the page matches this row's section and its token by."""
+        return prefix_key(self.prefix_hash)
+
+    @property
     def paragraphs(self) -> list[str]:
         return [p.strip() for p in self.text.split("\n\n") if p.strip()]
 
@@ -129,6 +291,25 @@ class Explanation(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+
+    def reset(self) -> None:
+        """Queued again and unsent. Asking again after a failure starts the count of attempts
+        anew; a row whose worker went silent keeps it (so it runs alone, and fails if it keeps
+        killing)."""
+        if self.status == self.Status.FAILED:
+            self.attempts = 0
+        self.status = self.Status.QUEUED
+        self.stage = "queued"
+        self.error = ""
+        self.text = self.raw_text = ""
+        self.sent_at = self.heartbeat_at = None
+        self.job_id = ""
+        self.save(
+            update_fields=[
+                *("status", "stage", "error", "text", "raw_text"),
+                *("sent_at", "heartbeat_at", "job_id", "attempts"),
+            ]
+        )
 
 
 class ExplainRun(models.Model):

@@ -5,7 +5,6 @@ may have at most MAX_ROWS_IN_FLIGHT_PER_USER rows queued or running at once."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from django.db import IntegrityError, transaction
 
 from nlaweb.chat.models import Snapshot, prefix_hashes
 from nlaweb.explanations.models import Explanation
-from nlaweb.jobs import enqueue
+from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_EXPLAIN
-from workers.nla.types import MAX_POSITIONS_PER_REQUEST
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST, settings_key
 
 DEFAULT_TEMPERATURE = 0.0
 #: A row in these states is explained again when it is asked for again.
@@ -37,10 +36,7 @@ class ExplainSettings:
     seed: int = 0
 
     def key(self) -> str:
-        """Same canonical form as workers.nla.types.GenerationSettings.key()."""
-        return json.dumps(
-            {"t": self.temperature, "n": self.max_new_tokens, "s": self.seed}, sort_keys=True
-        )
+        return settings_key(self.temperature, self.max_new_tokens, self.seed)
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {
@@ -90,7 +86,7 @@ def request_explanations(
     """The rows of `positions` in position order; those that need work go into one enqueued job.
     A token whose prefix was explained in another snapshot of the conversation (before a later
     turn was added, or on another branch) gets that row: same tokens, same activation.
-    If the broker is down, nlaweb.jobs.QueueUnavailable is raised after the rows are committed
+    If the broker is down, nlaweb.jobs.broker.QueueUnavailable is raised after the rows are committed
     (queued, unsent: the sweeper sends them later)."""
     settings = settings or ExplainSettings()
     check_positions(positions)
@@ -114,7 +110,7 @@ def request_explanations(
                 if created:
                     pending.append(row)
             elif _needs_work(row):
-                _reset(row)
+                row.reset()
                 pending.append(row)
             rows.append(row)
         if pending:
@@ -203,22 +199,3 @@ def _create(key: dict[str, Any], settings: ExplainSettings) -> tuple[Explanation
             return Explanation.objects.create(**key, settings=settings.as_dict()), True
     except IntegrityError:
         return Explanation.objects.get(**key), False
-
-
-def _reset(explanation: Explanation) -> None:
-    """Queued again and unsent. Asking again after a failure starts the count of attempts anew; a
-    row whose worker went silent keeps it (so it runs alone, and fails if it keeps killing)."""
-    if explanation.status == Explanation.Status.FAILED:
-        explanation.attempts = 0
-    explanation.status = Explanation.Status.QUEUED
-    explanation.stage = "queued"
-    explanation.error = ""
-    explanation.text = explanation.raw_text = ""
-    explanation.sent_at = explanation.heartbeat_at = None
-    explanation.job_id = ""
-    explanation.save(
-        update_fields=[
-            *("status", "stage", "error", "text", "raw_text"),
-            *("sent_at", "heartbeat_at", "job_id", "attempts"),
-        ]
-    )

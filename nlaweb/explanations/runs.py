@@ -117,11 +117,13 @@ def progress(run: ExplainRun) -> RunProgress:
 def cancel(explanation: Explanation) -> Explanation:
     """Stop a row that waits or runs: a queued one never starts, a running one's result is dropped."""
     with transaction.atomic():
-        changed = Explanation.objects.filter(pk=explanation.pk, status__in=IN_FLIGHT).update(
-            status=Explanation.Status.CANCELLED,
-            stage="cancelled",
-            error="Cancelled before it finished; click the token to explain it again.",
-            finished_at=timezone.now(),
+        changed = (
+            Explanation.objects.filter(pk=explanation.pk)
+            .in_flight()
+            .cancel(
+                "Cancelled before it finished; click the token to explain it again.",
+                timezone.now(),
+            )
         )
     explanation.refresh_from_db()
     if not changed and explanation.status not in FINISHED:
@@ -140,41 +142,5 @@ def cancel_run(run: ExplainRun) -> ExplainRun:
             snapshot__conversation_id=run.snapshot.conversation_id,
             prefix_hash__in=[hashes[p] for p in run.positions],
             status=Explanation.Status.QUEUED,
-        ).update(
-            status=Explanation.Status.CANCELLED,
-            stage="cancelled",
-            error="Cancelled before it started.",
-            finished_at=timezone.now(),
-        )
+        ).cancel("Cancelled before it started.", timezone.now())
     return run
-
-
-def queue_places(source_id: str, limit: int = 500) -> dict[str, int]:
-    """Explanation id → its 1-based place among the source's queued rows, in the order workers
-    take them: people in turns (each person's oldest first), people ordered by their oldest row."""
-    rows = (
-        Explanation.objects.filter(source_id=source_id, status=Explanation.Status.QUEUED)
-        .order_by("created_at")
-        .values_list("pk", "snapshot__conversation__owner_id")[:limit]
-    )
-    return {str(pk): place for place, pk in enumerate(round_robin(list(rows)), start=1)}
-
-
-def round_robin(rows: list[tuple[object, int]]) -> list[object]:
-    """Ids of (id, owner) pairs (oldest first) interleaved over owners: each owner's first, then
-    each owner's second, …; owners in the order of their first row."""
-    queues: dict[int, list[object]] = {}
-    for pk, owner in rows:
-        queues.setdefault(owner, []).append(pk)
-    order: list[object] = []
-    depth = 0
-    while len(order) < len(rows):
-        order += [q[depth] for q in queues.values() if depth < len(q)]
-        depth += 1
-    return order
-
-
-def ordinal(place: int) -> str:
-    """1 → "1st", 2 → "2nd", 11 → "11th", 23 → "23rd"."""
-    suffix = "th" if 10 <= place % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(place % 10, "th")
-    return f"{place}{suffix}"

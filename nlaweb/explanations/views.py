@@ -13,7 +13,8 @@ from nlaweb.explanations import compare, runs
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import ExplainRejected, request_explanations
-from nlaweb.explanations.sections import panel_context, sections
+from nlaweb.thread.page import page_context
+from nlaweb.thread.panel import panel_context, sections
 
 
 def _panel(
@@ -90,7 +91,11 @@ def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) ->
         theirs = compare.compared(explanation, other, position)
     except ExplainRejected as exc:
         return render(request, "explanations/compare.html#picker", {"error": str(exc)})
-    context = {**panel_context([theirs]), "e": explanation, "mine": sections([explanation])[0]}
+    context = {
+        **panel_context([theirs]),
+        "e": explanation,
+        "mine_sections": sections([explanation]),
+    }
     return render(request, "explanations/compare.html#side", context)
 
 
@@ -137,7 +142,5 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
 
 def _thread(request: HttpRequest, snapshot: Snapshot) -> HttpResponse:
     """The thread of the branch the snapshot ends, as the conversation page renders it."""
-    from nlaweb.chat.views import _context
-
-    context = _context(request, snapshot.conversation, at=str(snapshot.leaf_id))
+    context = page_context(request, snapshot.conversation, at=str(snapshot.leaf_id))
     return render(request, "chat/conversation.html#thread", context)

@@ -6,11 +6,11 @@ from typing import Any, cast
 from django import forms
 
 from nlaweb.explanations.models import Explanation
-from nlaweb.explanations.sections import Section, section
 from nlaweb.share.document import MAX_IMPORT_BYTES
 from nlaweb.share.models import COMMENT_MAX_CHARS
 from nlaweb.share.sharing import Pin
 from nlaweb.share.transfer import ImportRejected, check_size
+from nlaweb.thread.panel import Section, section
 
 
 def pin_value(position: int, paragraph: int | None = None) -> str:

@@ -8,7 +8,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 #: Files up to this size are hashed whole (configs, sidecars, tokenizers); larger ones (weights) by
 #: name and size only, so the web process never reads gigabytes.

@@ -10,15 +10,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from nlaweb.chat.conversation import ThreadView, shown_leaf, thread_view
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import explained_rows
-from nlaweb.explanations.sections import Section, opened, parse_open, section
 from nlaweb.share.models import COMMENT_MAX_CHARS, Share
 from nlaweb.share.revisions import source_revisions
-from nlaweb.share.thread import snapshot_thread
-from nlaweb.sources import get_source
+from nlaweb.sources.configured import get_source
+from nlaweb.thread.panel import Section, opened, parse_open, section
+from nlaweb.thread.render import snapshot_thread
+from nlaweb.thread.view import ThreadView, shown_leaf, thread_view
 
 #: Longest link-preview description.
 DESCRIPTION_CHARS = 200
@@ -31,9 +31,10 @@ class ShareRejected(Exception):
 class ShareGone(Exception):
     """No such link, or its owner revoked it (`revoked`)."""
 
-    def __init__(self, revoked: bool) -> None:
+    def __init__(self, revoked: bool, owner_id: int | None = None) -> None:
         super().__init__("This link was revoked by its owner." if revoked else "No such link.")
         self.revoked = revoked
+        self.owner_id = owner_id  # the revoked link's owner, who alone is sent back to their list
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def live_share(share_id: str) -> Share:
     """The share behind a link; ShareGone when there is none or it was revoked."""
     share = Share.objects.select_related("snapshot", "conversation").filter(pk=share_id).first()
     if share is None or share.revoked:
-        raise ShareGone(revoked=share is not None)
+        raise ShareGone(share is not None, share.conversation.owner_id if share else None)
     return share
 
 
@@ -150,8 +151,9 @@ class SharedPage:
     open: list[Explanation]  # what the panel shows: the URL's `open` ids, else the pinned one
 
     @property
-    def open_positions(self) -> set[int]:
-        return {p for p, e in self.explained.items() if e in self.open}
+    def open_prefixes(self) -> set[str]:
+        """The token prefixes whose explanations the panel shows (what the outline is keyed by)."""
+        return {e.prefix_hash for e in self.explained.values() if e in self.open}
 
     @property
     def pinned_section(self) -> Section | None:

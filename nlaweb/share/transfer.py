@@ -31,7 +31,7 @@ from nlaweb.share.document import (
 from nlaweb.share.models import Share
 from nlaweb.share.revisions import source_revisions
 from nlaweb.share.sharing import frozen_explanations
-from nlaweb.sources import configured_sources, get_source
+from nlaweb.sources.configured import configured_sources, get_source
 
 _FINISHED = (Explanation.Status.DONE, Explanation.Status.FAILED)
 _ROLE_NAMES = {"target": "target model", "av": "AV", "ar": "AR"}

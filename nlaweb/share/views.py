@@ -14,7 +14,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from nlaweb.accounts.guests import user_or_new_guest
 from nlaweb.chat.models import Conversation
-from nlaweb.explanations.sections import panel_context
 from nlaweb.share.document import MAX_IMPORT_BYTES
 from nlaweb.share.forms import ImportForm, ShareForm, pin_options, pin_value
 from nlaweb.share.framing import embeddable
@@ -25,6 +24,7 @@ from nlaweb.share.sharing import (
     count_view,
     create_share,
     finished_explanations,
+    frozen_explanations,
     live_share,
     owned_share,
     page_snapshot,
@@ -42,6 +42,7 @@ from nlaweb.share.transfer import (
     import_document,
     parse_document,
 )
+from nlaweb.thread.panel import panel_context
 
 
 def _owned(request: HttpRequest, conversation_id: str) -> Conversation:
@@ -131,7 +132,8 @@ def import_conversation(request: HttpRequest) -> HttpResponse:
 def _gone(request: HttpRequest, gone: ShareGone, template: str) -> HttpResponse:
     if not gone.revoked:
         raise Http404
-    return render(request, template, {"message": str(gone)}, status=404)
+    context = {"message": str(gone), "is_owner": gone.owner_id == request.user.pk}
+    return render(request, template, context, status=404)
 
 
 def _page(request: HttpRequest, share_id: str, template: str, gone: str) -> HttpResponse:
@@ -144,8 +146,8 @@ def _page(request: HttpRequest, share_id: str, template: str, gone: str) -> Http
     context = {
         "page": page,
         "view": page.thread,
-        "panel": panel_context(page.open),
-        "open_positions": page.open_positions,
+        "panel": panel_context(page.open, scope=page.explained),
+        "open_prefixes": page.open_prefixes,
         "pinned_position": share.pinned_position,
         "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
         "link": _link(request, share),
@@ -169,12 +171,14 @@ def share_embed(request: HttpRequest, share_id: str) -> HttpResponse:
 def share_panel(request: HttpRequest, share_id: str, position: int) -> HttpResponse:
     """The panel of one explained token of a share (a reader's click); no other token has one."""
     try:
-        explanation = shared_explanation(live_share(share_id), position)
+        share = live_share(share_id)
     except ShareGone:
         raise Http404 from None
+    explanation = shared_explanation(share, position)
     if explanation is None:
         raise Http404
-    context = {**panel_context([explanation]), "readonly": True}  # no owner's actions
+    frozen = frozen_explanations(share)  # the generic flag counts the link's rows only
+    context = {**panel_context([explanation], scope=frozen), "readonly": True}  # no owner's actions
     return render(request, "explanations/panel.html", context)
 
 

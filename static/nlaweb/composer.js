@@ -1,5 +1,6 @@
 // The message composer: Enter sends, Shift+Enter adds a line, and a live count of characters
-// against the limit the server enforces (the textarea's maxlength).
+// against the limit the server enforces (data-max-chars; no maxlength, which would cut a paste: a
+// longer message goes to the server, which refuses it with its sentence and keeps the text).
 (() => {
   "use strict";
   const area = () => document.querySelector("#composer textarea");
@@ -8,9 +9,11 @@
     const textarea = area();
     const shown = document.querySelector('#composer [data-role="count"]');
     if (!textarea || !shown) return;
-    const max = textarea.maxLength > 0 ? textarea.maxLength : 0;
-    shown.textContent = max ? `${textarea.value.length} / ${max}` : `${textarea.value.length}`;
-    shown.classList.toggle("near-limit", max > 0 && textarea.value.length >= max * 0.9);
+    const max = Number(textarea.dataset.maxChars) || 0;
+    const length = textarea.value.length;
+    shown.textContent = max ? `${length} / ${max}` : `${length}`;
+    shown.classList.toggle("near-limit", max > 0 && length >= max * 0.9 && length <= max);
+    shown.classList.toggle("over-limit", max > 0 && length > max);
   }
 
   document.addEventListener("input", (event) => {
@@ -29,7 +32,9 @@
     }
     if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
-    if (textarea.value.trim()) textarea.form.requestSubmit();
+    // A blank or whitespace-only message goes too: the server answers with the sentence saying
+    // why nothing was sent (the browser's own "required" bubble would not say it for spaces).
+    textarea.form.requestSubmit();
   });
   document.addEventListener("click", (event) => {
     if (!event.target.closest?.('[data-role="cancel-edit"]')) return;

@@ -63,6 +63,12 @@
     if (event.shiftKey) toggle(token);
     else explainOne(token);
   });
+  // Escape drops a shift+click selection wherever focus is (an editor's Escape is its own).
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !form() || selected().length === 0) return;
+    if (event.target.matches?.('[data-role="edit-text"]')) return;
+    clear();
+  });
   document.addEventListener("keydown", (event) => {
     const token = tokenOf(event);
     if (!token || (event.key !== "Enter" && event.key !== " ")) return;

@@ -5,7 +5,6 @@
 // same panel; every explained token is tinted by its confidence.
 (() => {
   "use strict";
-  const STAGES = ["queued", "loading", "capturing", "verbalizing", "scoring"];
   // A test may set window.NLAWEB_SAFETY_POLL_MS to prove that frames alone bring every result in.
   const SAFETY_POLL_MS = () => window.NLAWEB_SAFETY_POLL_MS || 3000;
   const TINTS = ["explained", "high", "medium", "low", "unscored", "pending"];
@@ -43,9 +42,11 @@
 
   const isUnfinished = (el) => el.dataset.status === "queued" || el.dataset.status === "running";
 
+  // The stages and their order are the server's (workers.contracts.STAGES, rendered as the list).
   function showStage(el, stage) {
-    const index = STAGES.indexOf(stage);
-    el.querySelectorAll(".stages li").forEach((li, i) => {
+    const steps = [...el.querySelectorAll(".stages li")];
+    const index = steps.findIndex((li) => li.dataset.stage === stage);
+    steps.forEach((li, i) => {
       li.classList.toggle("done", i < index);
       li.classList.toggle("active", i === index);
     });
@@ -109,7 +110,7 @@
     "explanation.text": (f) => updateExplanation(f.explanation_id, { text: f.text }),
     "explanation.done": (f) => updateExplanation(f.explanation_id, { finished: true }),
     "explanation.failed": (f) => updateExplanation(f.explanation_id, { finished: true }),
-    "explanation.queued": (f) => updateExplanation(f.explanation_id, { place: `${ordinal(f.place)} in line` }),
+    "explanation.queued": (f) => updateExplanation(f.explanation_id, { place: f.line }), // "2nd in line"
     // A whole-message run moved on: the server re-renders the thread with its tints and progress.
     "run.progress": () => refreshThread(),
   };
@@ -120,12 +121,6 @@
       .forEach(refreshSection);
     const thread = document.getElementById("thread");
     if (thread && thread.dataset.generating) refreshThread();
-  }
-
-  function ordinal(n) {
-    const tens = n % 100;
-    const suffix = tens >= 10 && tens <= 20 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
-    return `${n}${suffix}`;
   }
 
   function connect() {
@@ -160,16 +155,26 @@
 
   // The panel's finished sections tint their tokens, the open ones are outlined, a batch says how
   // many of its sections are finished, and the URL names what is open.
+  // Sections and tokens are matched by their token prefix (data-prefix, a hash of the token ids up to
+  // and including the token), never by position: after a branch switch the same position holds
+  // another token, and a section of the other branch is closed rather than pinned onto it.
   function syncPage() {
     // Sections of another branch shown side by side (compare) are not this thread's tokens.
+    const thread = new Set([...document.querySelectorAll("#thread .tok[data-prefix]")]
+      .map((t) => t.dataset.prefix));
     const sections = [...document.querySelectorAll("#panel [data-explanation-id]")]
-      .filter((s) => !s.closest(".compare-side"));
-    const open = new Set(sections.map((s) => s.dataset.position));
-    document.querySelectorAll("#thread .tok[data-position]").forEach((token) => {
-      token.classList.toggle("open", open.has(token.dataset.position));
+      .filter((s) => !s.closest(".compare-side"))
+      .filter((s) => {
+        if (!s.dataset.prefix || thread.size === 0 || thread.has(s.dataset.prefix)) return true;
+        s.remove();
+        return false;
+      });
+    const open = new Set(sections.map((s) => s.dataset.prefix));
+    document.querySelectorAll("#thread .tok[data-prefix]").forEach((token) => {
+      token.classList.toggle("open", open.has(token.dataset.prefix));
     });
     sections.forEach((s) => {
-      const token = document.querySelector(`#thread .tok[data-position="${s.dataset.position}"]`);
+      const token = document.querySelector(`#thread .tok[data-prefix="${s.dataset.prefix}"]`);
       if (!token) return;
       const tint = s.dataset.status === "done" ? s.dataset.confidence || "unscored"
         : isUnfinished(s) ? "pending" : null;

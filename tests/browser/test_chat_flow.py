@@ -107,6 +107,11 @@ def test_a_person_shift_clicks_two_tokens_and_explains_both_in_one_job(page: Pag
     expect(picks[0]).to_have_attribute("aria-pressed", "false")
     picks[0].click(modifiers=["Shift"])
     picks[1].click(modifiers=["Shift"])
+    page.keyboard.press("Escape")  # Escape drops the selection like Clear
+    expect(page.locator("#selection-form")).to_be_hidden()
+    expect(page.locator("#thread .tok.selected")).to_have_count(0)
+    picks[0].click(modifiers=["Shift"])
+    picks[1].click(modifiers=["Shift"])
     explain = page.get_by_role("button", name="Explain 2 tokens")
     expect(explain).to_be_visible()
     expect(page.locator("#panel .explanation")).to_have_count(0)
@@ -181,4 +186,26 @@ def test_an_empty_message_shows_a_sentence_in_the_page(page: Page, stack):
     _start_conversation(page, stack)
     _send(page, "   ")
     expect(page.get_by_role("alert")).to_have_text(re.compile("empty message cannot be sent"))
+    expect(page.locator("article.message")).to_have_count(0)
+    page.get_by_role("alert").evaluate("node => node.remove()")
+    box = page.get_by_placeholder("Message the model…")
+    box.fill("  \n  ")
+    box.press("Enter")  # Enter on spaces says why too, rather than doing nothing
+    expect(page.get_by_role("alert")).to_have_text(re.compile("empty message cannot be sent"))
+
+
+def test_a_paste_over_the_limit_is_kept_whole_and_refused_with_the_servers_sentence(
+    page: Page, stack
+):
+    _start_conversation(page, stack)
+    text = "word " * 800 + "end"  # 4003 characters; the stack's MAX_MESSAGE_CHARS is 4000
+    box = page.get_by_placeholder("Message the model…")
+    box.fill(text)
+    expect(box).to_have_value(text)  # nothing cut on the way in
+    expect(page.locator('#composer [data-role="count"]')).to_have_text("4003 / 4000")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "This message has 4003 characters; the limit is 4000. Shorten it and send again."
+    )
+    expect(page.get_by_placeholder("Message the model…")).to_have_value(text)
     expect(page.locator("article.message")).to_have_count(0)

@@ -82,13 +82,15 @@ def test_the_seeds_example_edit_the_reply_from_cat_to_dog_and_explain_dog(page: 
     assert row.token_id == row.snapshot.token_ids[position]
     assert leaf.content == "The dog runs in the park." and leaf.origin == "edited"
 
-    # Compare " dog" with the "cat" branch: another token there, so the person picks "cat".
+    # Compare " dog" with the "cat" branch: the edit swapped one token for one, so one click
+    # compares the same position (no second pick), both columns laid out as panel sections.
     section.get_by_role("button", name="Compare with branch…").click()
     compare = section.locator('[data-role="compare"]')
     compare.get_by_role("button", name=re.compile("The cat runs in the park")).click()
-    expect(compare).to_contain_text("pick the one to compare with")
-    compare.get_by_role("button", name="cat", exact=True).click()
     side = section.locator(".side-by-side")
+    expect(
+        side.locator(".compare-side.mine .explanation [data-role='relative-mse']")
+    ).to_be_visible()
     expect(side.locator(".compare-side.theirs .explanation")).to_have_attribute(
         "data-status", "done"
     )
@@ -97,7 +99,10 @@ def test_the_seeds_example_edit_the_reply_from_cat_to_dog_and_explain_dog(page: 
     screenshot(page, "compare-dog-with-cat")
 
     # Back to the "cat" branch and forth: both branches keep their explanations.
-    dog_reply.get_by_role("button", name="previous alternative").click()
+    switcher = dog_reply.get_by_role("button", name="previous alternative")
+    box = switcher.bounding_box()
+    assert box["width"] >= 28 and box["height"] >= 28, box  # a comfortable target
+    switcher.click()
     cat_reply = page.locator("article.message.assistant")
     expect(cat_reply.locator('[data-role="branch-position"]')).to_have_text("2 / 3")
     expect(_token(cat_reply, "cat")).to_have_class(re.compile(r"\bexplained\b"))
@@ -208,3 +213,53 @@ def test_a_waiting_row_shows_its_place_and_can_be_cancelled(page: Page, stack):
     with page.expect_response(re.compile(r"/explain$")):
         words.nth(0).click()
     expect(page.locator("#panel .explanation")).to_have_attribute("data-status", "done")
+
+
+def test_a_branch_switch_never_leaves_the_other_branchs_explanation_on_its_position(
+    page: Page, stack
+):
+    """Issue 14.1: reply edited to "zebra", then to "dog", " dog" explained, ‹ back to "zebra": the
+    token at " dog"'s position is another token, so it is neither tinted nor outlined, the URL opens
+    nothing and the panel does not show the dog's explanation (nor after a reload)."""
+    _start_conversation(page, stack)
+    _send(page, "Which animal do you prefer?")
+    _settled(page)
+    _edit(page, page.locator("article.message.assistant"), "I prefer the zebra.")
+    _settled(page)
+    _edit(page, page.locator("article.message.assistant"), "I prefer the dog.")
+    _settled(page)
+    dog_reply = page.locator("article.message.assistant")
+    dog = _token(dog_reply, "dog")
+    position = dog.get_attribute("data-position")
+    section = _explain(page, dog)
+    dog_id = section.get_attribute("data-explanation-id")
+    expect(dog).to_have_class(re.compile(r"\bopen\b"))
+    assert f"open={dog_id}" in page.url
+
+    dog_reply.get_by_role("button", name="previous alternative").click()
+    zebra_reply = page.locator("article.message.assistant")
+    expect(zebra_reply.locator('[data-role="branch-position"]')).to_have_text("2 / 3")
+    same_place = page.locator(f'#thread .tok[data-position="{position}"]')
+    assert "dog" not in same_place.inner_text()
+    expect(page.locator(f'#panel [data-explanation-id="{dog_id}"]')).to_have_count(0)
+    expect(same_place).not_to_have_class(re.compile(r"\b(explained|open|low|medium|high)\b"))
+    expect(page.locator("#thread .tok.open")).to_have_count(0)
+    assert "open=" not in page.url
+    screenshot(page, "branch-back-to-zebra")
+
+    # A link that still names the dog's row on the zebra branch opens nothing there.
+    page.goto(page.url + ("&" if "?" in page.url else "?") + f"open={dog_id}")
+    expect(page.locator('article.message.assistant [data-role="branch-position"]')).to_have_text(
+        "2 / 3"
+    )
+    expect(page.locator(f'#panel [data-explanation-id="{dog_id}"]')).to_have_count(0)
+    expect(page.locator(f'#thread .tok[data-position="{position}"]')).not_to_have_class(
+        re.compile(r"\b(explained|open)\b")
+    )
+    expect(page.locator("#thread .tok.open")).to_have_count(0)
+    assert "open=" not in page.url
+
+    # Forth to "dog": its own token is tinted by its own row.
+    page.locator("article.message.assistant").get_by_role("button", name="next alternative").click()
+    dog = _token(page.locator("article.message.assistant"), "dog")
+    expect(dog).to_have_class(re.compile(r"\bexplained\b"))

@@ -22,9 +22,9 @@ import pytest
 import requests
 from django.urls import reverse
 
-from nlaweb.jobs import UNSENT
-from nlaweb.outage import DATABASE_DOWN
-from nlaweb.sweep import explanation_gave_up
+from nlaweb.jobs.broker import UNSENT
+from nlaweb.jobs.liveness import explanation_gave_up
+from nlaweb.middleware.outage import DATABASE_DOWN
 from tests.gates import ENV as GATES_ENV
 from tests.gates import Gates
 from tests.live import (

@@ -14,16 +14,16 @@ from channels.layers import get_channel_layer
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
+from nlaweb.jobs.django_store import DjangoStore
 from tests.factories import snapshot_of
 from tests.personas import make_persona
 from tests.tiny_models import build_tiny_source
 from workers.contracts import FRAME_ADAPTER, conversation_group
-from workers.jobs import run_explain
 from workers.nla.engine import NlaEngine
 from workers.nla.reference_pool import ReferencePool
 from workers.nla.scoring import confidence
 from workers.nla.types import GenerationSettings, NoProgress
-from workers.store import DjangoStore
+from workers.pipeline import run_explain
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 

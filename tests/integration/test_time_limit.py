@@ -33,7 +33,7 @@ from tests.live import Stack, redis_server, running_stack, wait_until, write_sou
 from tests.personas import make_persona
 from tests.stack_fixtures import _test_database_url
 from workers.contracts import GPU_QUEUE, TASK_EXPLAIN
-from workers.sources import parse_sources
+from workers.source_config import parse_sources
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LIMIT_S = 10  # the smallest the settings accept; the soft limit is 5 s earlier

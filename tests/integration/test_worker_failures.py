@@ -1,5 +1,5 @@
 """A job that breaks reaches the person as one sentence, stored on the row and sent as a frame, and the
-conversation stays whole: workers.jobs driven with the real DjangoStore (PostgreSQL) and channel layer
+conversation stays whole: workers.pipeline driven with the real DjangoStore (PostgreSQL) and channel layer
 (Redis under scripts/test), around an engine whose explain raises."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
+from nlaweb.jobs.django_store import DjangoStore
 from tests.factories import snapshot_of
 from tests.personas import make_persona
 from workers.contracts import FRAME_ADAPTER, conversation_group
-from workers.jobs import run_explain
 from workers.nla.engine import out_of_memory_as_error
 from workers.nla.errors import PositionOutOfRange
 from workers.nla.types import ExplainProgress, GenerationSettings
-from workers.store import DjangoStore
+from workers.pipeline import run_explain
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from nlaweb import jobs
+from nlaweb.jobs import broker as jobs
 from tests.queues import memory_broker
 
 

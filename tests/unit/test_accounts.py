@@ -41,6 +41,13 @@ def test_a_visitor_without_cookies_reads_pages_and_no_account_is_made():
     assert "sessionid" not in client.cookies
 
 
+def test_head_on_the_home_page_answers_200_like_get_and_makes_no_account():
+    response = Client().head(reverse("home"))
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert User.objects.count() == 0
+
+
 def test_new_conversation_makes_the_guest_account_that_owns_it():
     client, conversation = _guest_client()
     guest = conversation.owner

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
 from nlaweb.api.auth import BAD_KEY, NO_KEY
+from nlaweb.api.catalog import public_checkpoint
 from nlaweb.api.models import ApiKey, ApiLimits
 from nlaweb.api.ratelimit import forget_windows
 from nlaweb.chat.conversation import start_conversation
@@ -70,7 +72,28 @@ def test_sources_are_listed_from_the_checkpoint_files_with_either_header(key, ti
     assert (source["id"], source["layer"], source["d_model"]) == (source_id, LAYER, D_MODEL)
     assert source["var_baseline"] == VAR_BASELINE and source["default"] is True
     assert set(source["checkpoints"]) == {"target", "av", "ar"}
-    assert source["checkpoints"]["av"]["revision"] is None  # a local directory
+    root = str(tiny_sources_file[0].parent)
+    assert root not in response.content.decode()  # no server path reaches an API user
+    for role, checkpoint in source["checkpoints"].items():
+        assert "/" not in checkpoint["ref"], role  # a local directory's name only
+        assert re.fullmatch(r"sha256:[0-9a-f]{16}", checkpoint["revision"]), role
+
+
+def test_a_hub_checkpoint_is_its_id_and_revision_and_a_local_one_its_name_and_fingerprint(tmp_path):
+    (tmp_path / "my-av").mkdir()
+    (tmp_path / "my-av" / "config.json").write_text("{}")
+    local = public_checkpoint(str(tmp_path / "my-av"))
+    assert local["ref"] == "my-av" and local["revision"].startswith("sha256:")
+    assert public_checkpoint("org/model@abc123") == {"ref": "org/model", "revision": "abc123"}
+    assert public_checkpoint("org/model") == {"ref": "org/model", "revision": "main"}
+    gone = public_checkpoint(str(tmp_path / "gone"))
+    assert gone == {"ref": "gone", "revision": "missing"}
+
+
+def test_the_api_docs_page_loads_swagger_from_our_static_files(db):
+    page = Client().get("/api/v1/docs").content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower() and "https://" not in page
 
 
 def test_the_keyless_local_mode_serves_loopback_callers_only(db, settings):
@@ -155,6 +178,10 @@ def test_at_most_16_new_positions_and_stored_ones_do_not_count(owner, key, setti
         status="done",
         text="Cats.\n\nSleep.",
         mse=0.5,
+        confidence="low",
+        specificity=0.97,
+        calibration="shuffled",
+        confidence_note="More specific than 97% of the reference explanations, yet low: …",
     )
     settings.API_WAIT_SECONDS = 1  # no worker here: the answer shows the rows as they stand
     response = _post("/explain", body, key)
@@ -162,6 +189,11 @@ def test_at_most_16_new_positions_and_stored_ones_do_not_count(owner, key, setti
     results = response.json()["results"]
     assert [r["position"] for r in results] == list(range(17))
     assert results[0]["cached"] and results[0]["paragraphs"] == ["Cats.", "Sleep."]
+    # The page's figures, in the API too (issue 14.4): specificity and the calibrated confidence.
+    first = {k: results[0][k] for k in ("confidence", "specificity", "calibration")}
+    assert first == {"confidence": "low", "specificity": 0.97, "calibration": "shuffled"}
+    assert results[0]["confidence_note"].startswith("More specific than 97%")
+    assert results[1]["specificity"] is None and results[1]["calibration"] is None
     assert {r["status"] for r in results[1:]} == {"queued"} and not results[1]["cached"]
     assert response.json()["cacheId"] == str(conversation.id)
 
@@ -247,8 +279,17 @@ def test_a_guest_gets_the_keys_page_and_a_visitor_without_an_account_is_sent_to_
     assert visitor.get("/account/api-keys").status_code == 200
 
 
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"repeated keys: {sorted(keys)}"
+    return dict(pairs)
+
+
 def test_the_openapi_document_and_docs_are_public(db):
-    schema = Client().get("/api/v1/openapi.json").json()
+    body = Client().get("/api/v1/openapi.json").content
+    schema = json.loads(body, object_pairs_hook=_no_repeated_keys)  # Swagger UI refuses repeats
+    ok = schema["paths"]["/api/v1/explain"]["post"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/json", "text/event-stream"}
     assert {"/api/v1/explain", "/api/v1/sources", "/api/v1/score"} <= set(schema["paths"])
     assert Client().get("/api/v1/docs").status_code == 200
 
@@ -277,7 +318,7 @@ def test_a_body_over_the_upload_limit_is_refused_with_413(key, settings):
 
 
 def test_a_failed_job_answers_400_when_the_input_caused_it_and_503_otherwise():
-    from nlaweb.api.errors import BadRequest, Unavailable
+    from nlaweb.api.http_errors import BadRequest, Unavailable
     from nlaweb.api.inputs import job_failure
     from nlaweb.api.models import ApiJob
 

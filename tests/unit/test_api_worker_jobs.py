@@ -10,14 +10,14 @@ import torch
 from nlaweb.api.models import ApiJob
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message, Snapshot
+from nlaweb.jobs.api_store import ApiStore
 from tests.personas import make_persona
 from tests.tiny_models import D_MODEL, build_tiny_source
-from workers.api_store import ApiStore
 from workers.nla.autointerp import cosine, last_paragraph
 from workers.nla.embedder import embed
 from workers.nla.engine import NlaEngine
+from workers.raw_vectors import KIND_SCORE, run_vectors, score_label
 from workers.tokenize import run_tokenize
-from workers.vectors import KIND_SCORE, run_vectors, score_label
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 
@@ -84,6 +84,9 @@ def test_explain_vectors_returns_the_av_text_and_ar_score_of_each_vector(engine)
     expected = engine.score([r["description"] for r in results], torch.tensor(vectors))
     assert [r["cosine_similarity"] for r in results] == pytest.approx([f.cosine for f in expected])
     assert results[1]["l2_norm"] == pytest.approx(D_MODEL**0.5)
+    assert [r["confidence"] for r in results] == [f.confidence for f in expected]
+    assert [r["specificity"] for r in results] == [f.specificity for f in expected]
+    assert {r["calibration"] for r in results} == {None}  # the tiny source carries no calibration
 
 
 def test_the_three_scores_equal_cosines_computed_from_the_engines_parts(engine):

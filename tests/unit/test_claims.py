@@ -12,18 +12,18 @@ import pytest
 from django.db import connections, transaction
 from django.utils import timezone
 
-from nlaweb import jobs
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings, request_explanations
-from nlaweb.sweep import explanation_gave_up, reply_gave_up
+from nlaweb.jobs import broker as jobs
+from nlaweb.jobs.django_store import DjangoStore
+from nlaweb.jobs.liveness import explanation_gave_up, reply_gave_up
 from tests.factories import snapshot_of
 from tests.live import wait_until
 from tests.personas import make_persona
 from tests.queues import memory_broker, sent
 from workers.contracts import TASK_EXPLAIN
-from workers.store import DjangoStore
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 
@@ -237,3 +237,14 @@ def test_a_late_failure_never_undoes_a_stored_result(queue):
         "failed",
         "The worker failed while explaining this token.",
     )
+
+
+def test_queue_places_count_in_the_order_a_job_takes_the_rows():
+    flood = _rows(_conversation("flood"), [3, 4, 5, 6])
+    _rows(_conversation("other"), [7])
+    _rows(_conversation("late"), [8, 9])
+    places = Explanation.objects.queue_places(flood[0].source_id)
+    with transaction.atomic():
+        claim = Explanation.objects.claim([str(flood[0].pk)], "job-1", 16, timezone.now())
+    assert sorted(places, key=places.__getitem__) == _ids(claim.rows)
+    assert [_owner_of(pk) for pk in _ids(claim.rows)][:4] == ["flood", "other", "late", "flood"]

@@ -63,6 +63,10 @@ def test_the_same_token_at_the_same_position_is_aligned_else_the_person_picks(tr
     (row,) = request_explanations(cat, [NAPS])
     assert compare.aligned_position(row, dog) == NAPS
     assert compare.aligned_position(row, longer) is None
+    # " cat" → " dog" swapped one token for one: the same position, no second pick.
+    (cat_row,) = request_explanations(cat, [NAPS - 1])
+    assert compare.aligned_position(cat_row, dog) == NAPS - 1
+    assert compare.aligned_position(cat_row, longer) is None  # 6 tokens for 5: the person picks
     assert [t.text for t in compare.pick_tokens(row, longer)] == [" A", " big", " dog", " naps"]
 
 
@@ -79,6 +83,7 @@ def test_comparing_shows_both_explanations_side_by_side_and_queues_the_others_ro
     theirs = Explanation.objects.get(snapshot=dog, position=NAPS)
     assert len(sent) == 1 and 'class="compare side-by-side"' in side
     assert "Resting." in side and f'data-explanation-id="{theirs.id}"' in side
+    assert side.count('<section class="explanation ') == 2  # both columns are panel sections
     picker = owner.client.post(reverse("compare_with", args=[row.id, longer.id])).content.decode()
     assert "pick the one to compare with" in picker and "Explanation" not in picker
     picked = owner.client.post(

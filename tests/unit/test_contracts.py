@@ -27,7 +27,7 @@ PINNED = {
         "specificity",
     },
     "explanation.failed": {"type", "explanation_id", "error"},
-    "explanation.queued": {"type", "explanation_id", "place"},
+    "explanation.queued": {"type", "explanation_id", "place", "line"},
     "run.progress": {"type", "run_id", "message_id", "done", "total"},
 }
 
@@ -48,7 +48,7 @@ SAMPLES = {
         "specificity": 0.4,
     },
     "explanation.failed": {"explanation_id": "e", "error": "e"},
-    "explanation.queued": {"explanation_id": "e", "place": 3},
+    "explanation.queued": {"explanation_id": "e", "place": 3, "line": "3rd in line"},
     "run.progress": {"run_id": "r", "message_id": "m", "done": 4, "total": 16},
 }
 

@@ -15,7 +15,7 @@ from workers.nla.demo import LAYER, DemoPlan, build_demo
 from workers.nla.engine import NlaEngine
 from workers.nla.reference_pool import POOL_FILE
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
-from workers.sources import demo_paths, demo_source
+from workers.source_config import demo_paths, demo_source
 
 pytestmark = pytest.mark.slow
 
@@ -139,3 +139,19 @@ def test_the_starter_prompts_get_replies_that_name_what_they_ask_about(engine):
             lambda text: None,
         )
         assert word in reply.text, (prompt, reply.text)
+
+
+def test_an_ar_built_by_an_older_recipe_is_rebuilt_with_the_pool(demo_dir):
+    """Last in this module: it rewrites the AR of the shared build."""
+    _, _, ar = demo_paths(demo_dir)
+    meta = yaml.safe_load((ar / "nla_meta.yaml").read_text())
+    del meta["nlaweb"]["recipe"]
+    (ar / "nla_meta.yaml").write_text(yaml.safe_dump(meta))
+    lines: list[str] = []
+    build_demo(demo_dir, progress=lines.append, plan=SMALL)
+    assert "demo AR was built by recipe 1; rebuilding it with recipe 2" in lines
+    assert any(line.startswith("target model present") for line in lines)
+    rebuilt = yaml.safe_load((ar / "nla_meta.yaml").read_text())["nlaweb"]
+    assert rebuilt["recipe"] == 2 and (ar / POOL_FILE).is_file()
+    calibration = rebuilt["calibration"]
+    assert calibration["matched_median"] == rebuilt["heldout"]["matched_median"]

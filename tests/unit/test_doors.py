@@ -71,6 +71,9 @@ DOORS: dict[str, list[Knock]] = {
     "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/explain-all": [
         Knock("post")
     ],
+    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table": [Knock()],
+    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table.csv": [Knock()],
+    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table.json": [Knock()],
     "explanations/<uuid:explanation_id>/": [Knock()],
     "explanations/<uuid:explanation_id>/cancel": [Knock("post")],
     "explanations/<uuid:explanation_id>/compare": [Knock()],

@@ -10,11 +10,12 @@ from django.db import connection
 from django.urls import reverse
 
 from nlaweb.chat import edit
-from nlaweb.chat.conversation import send_message, start_conversation, thread_view
+from nlaweb.chat.conversation import send_message, start_conversation
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import request_explanations
-from nlaweb.jobs import Job
+from nlaweb.jobs.broker import Job
+from nlaweb.thread.view import thread_view
 from tests.factories import snapshot_of
 from workers.contracts import TASK_REPLY
 

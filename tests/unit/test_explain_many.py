@@ -13,7 +13,7 @@ from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanations
-from nlaweb.jobs import Job
+from nlaweb.jobs.broker import Job
 from tests.factories import snapshot_of
 from tests.live import wait_until
 from workers.contracts import TASK_EXPLAIN

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation
-from nlaweb.form_body import UNREADABLE_SENTENCE
+from nlaweb.middleware.form_body import UNREADABLE_SENTENCE
 from tests.factories import snapshot_of
 from tests.personas import Persona
 

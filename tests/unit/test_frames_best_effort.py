@@ -7,19 +7,19 @@ import time
 
 import pytest
 
-from nlaweb import frames
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
+from nlaweb.jobs import frames
+from nlaweb.jobs.django_store import DjangoStore
 from nlaweb.layers import redis_channel_layer
 from tests.factories import snapshot_of
 from tests.personas import make_persona
 from tests.queues import DOWN_URL, memory_broker
 from tests.tiny_models import build_tiny_source
-from workers.jobs import run_explain, run_reply
 from workers.nla.engine import NlaEngine
-from workers.store import DjangoStore
+from workers.pipeline import run_explain, run_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the store runs outside any test transaction
 

@@ -1,4 +1,4 @@
-"""workers/jobs.py with a store in memory and an engine without a model: in a batch shared by several
+"""workers/pipeline.py with a store in memory and an engine without a model: in a batch shared by several
 users, each row gets its own result and each conversation only its own rows' frames, also when the
 rows' positions sort otherwise than the rows come (a result paired by sorted position lands on
 another user's row)."""
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import EchoEngine, MemoryStore, echo_text
-from workers.jobs import run_explain, run_reply
+from workers.pipeline import run_explain, run_reply
 from workers.store import Turn
 
 ALICE, BOB, CAROL = "conversation-alice", "conversation-bob", "conversation-carol"
@@ -41,9 +41,14 @@ def _run(store: MemoryStore, ids: list[str], engine: EchoEngine) -> None:
     run_explain(store, ids, engine_for=lambda source_id: engine)
 
 
+def _batch(rows: dict[str, list[str]]) -> list[str]:
+    """One job's rows as a claim on PostgreSQL hands them over: Alice's, Bob's, Carol's."""
+    return [pk for conversation in (ALICE, BOB, CAROL) for pk in rows[conversation]]
+
+
 def test_the_shared_batchs_rows_come_in_an_order_their_positions_do_not_sort_to(shared):
     store, rows = shared
-    job = store.explain_job(rows[ALICE])
+    job = store.explain_job(_batch(rows))
     assert job is not None
     positions = [row.position for row in job.rows]
     assert positions == [2, 8, 3, 8] and positions != sorted(positions)
@@ -53,7 +58,7 @@ def test_the_shared_batchs_rows_come_in_an_order_their_positions_do_not_sort_to(
 def test_each_row_of_a_shared_batch_stores_the_result_of_its_own_token(shared):
     store, rows = shared
     engine = EchoEngine()
-    _run(store, rows[ALICE], engine)
+    _run(store, _batch(rows), engine)
     assert engine.requests == [[(_tokens(100), [2, 8]), (_tokens(200), [3]), (_tokens(300), [8])]]
     for conversation, first in ((ALICE, 100), (BOB, 200), (CAROL, 300)):
         tokens = _tokens(first)
@@ -67,7 +72,7 @@ def test_each_row_of_a_shared_batch_stores_the_result_of_its_own_token(shared):
 
 def test_each_conversation_gets_frames_of_its_own_rows_only_each_with_its_own_text(shared):
     store, rows = shared
-    _run(store, rows[ALICE], EchoEngine())
+    _run(store, _batch(rows), EchoEngine())
     assert set(store.frames) == {ALICE, BOB, CAROL}
     for conversation, first in ((ALICE, 100), (BOB, 200), (CAROL, 300)):
         frames = store.frames[conversation]
@@ -89,7 +94,7 @@ def test_a_failing_shared_batch_fails_each_row_and_tells_each_conversation_of_it
     def fails() -> None:
         raise RuntimeError("shapes cannot be multiplied")
 
-    _run(store, rows[ALICE], EchoEngine(fails))
+    _run(store, _batch(rows), EchoEngine(fails))
     sentence = (
         "The worker failed while explaining this token (RuntimeError); the details are in its log."
     )
@@ -102,23 +107,10 @@ def test_a_failing_shared_batch_fails_each_row_and_tells_each_conversation_of_it
         assert {f.explanation_id for f in store.frames[conversation]} == set(pks)
 
 
-def test_rows_of_other_settings_or_another_source_are_left_for_their_own_jobs():
-    store = MemoryStore()
-    snapshot = store.add_snapshot(ALICE, _tokens(100))
-    mine = store.queue(snapshot, 5)
-    warmer = store.queue(store.add_snapshot(BOB, _tokens(200)), 3, settings={"temperature": 0.7})
-    other = store.queue(store.add_snapshot(CAROL, _tokens(300)), 4, source_id="other")
-    engine = EchoEngine()
-    _run(store, [mine], engine)
-    assert engine.requests == [[(_tokens(100), [5])]]
-    assert [store.rows[pk].status for pk in (mine, warmer, other)] == ["done", "queued", "queued"]
-    assert set(store.frames) == {ALICE}
-
-
 def test_a_job_whose_rows_another_job_took_does_nothing(shared):
     store, rows = shared
     engine = EchoEngine()
-    _run(store, rows[ALICE], engine)
+    _run(store, _batch(rows), engine)
     frames = {k: len(v) for k, v in store.frames.items()}
     _run(store, rows[BOB], engine)  # Bob's own task, after Alice's job took his row
     assert len(engine.requests) == 1
@@ -159,6 +151,25 @@ def test_each_reply_streams_to_its_own_conversation_and_stores_both_snapshots():
         spans = reply_snapshot["spans"]
         assert [s["message_id"] for s in spans] == [user_leaf, message_id]
         assert reply_snapshot["token_ids"][spans[1]["start"] :] == [ord(c) for c in answer]
+
+
+class _SnapshotBeforeDone(MemoryStore):
+    """Records, when a reply is marked done, whether its own snapshot was already stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.had_snapshot_when_done: dict[str, bool] = {}
+
+    def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
+        self.had_snapshot_when_done[message_id] = message_id in self.saved_snapshots
+        super().finish_reply(message_id, content, truncated)
+
+
+def test_a_reply_reads_as_done_only_once_its_tokens_are_stored():
+    store = _SnapshotBeforeDone()
+    message_id = store.add_reply(ALICE, _history(ALICE, "My cat sleeps"))
+    run_reply(store, message_id, 20, engine_for=lambda source_id: EchoEngine())
+    assert store.had_snapshot_when_done == {message_id: True}
 
 
 def test_a_reply_that_fails_keeps_its_text_so_far_and_tells_only_its_conversation():

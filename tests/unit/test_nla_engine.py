@@ -20,7 +20,7 @@ from workers.nla.errors import (
 )
 from workers.nla.loading import decoder_layers
 from workers.nla.types import ChatTurn, GenerationSettings, MessageSpan, NoProgress
-from workers.sources import SourceConfig, parse_sources
+from workers.source_config import SourceConfig, parse_sources
 
 TURNS = [
     ChatTurn("system", "You are a helpful assistant."),

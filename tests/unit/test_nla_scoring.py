@@ -16,7 +16,7 @@ from tests.tiny_models import AR_TEMPLATE, D_MODEL, LAYER, VAR_BASELINE, build_t
 from workers.nla.engine import NlaEngine
 from workers.nla.scoring import confidence, fidelities
 from workers.nla.types import ChatTurn
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 TEXTS = [
     "A cat is a small animal.",

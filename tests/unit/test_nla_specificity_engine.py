@@ -15,7 +15,7 @@ from workers.nla.reference_pool import POOL_FILE, ReferencePool
 from workers.nla.scoring import confidence
 from workers.nla.specificity import specificity
 from workers.nla.types import ChatTurn, GenerationSettings, NoProgress
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 CAT = [ChatTurn("user", "My cat loves to sleep on the warm windowsill in the afternoon.")]
 DOG = [ChatTurn("user", "The dog runs in the park. A cat is a small animal.")]

@@ -19,7 +19,7 @@ from nlaweb.chat.templatetags.chat_tags import ago
 from nlaweb.chat.tokens import content_range, in_context, message_tokens
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings, request_explanations
-from nlaweb.explanations.sections import parse_open
+from nlaweb.thread.panel import parse_open
 
 pytestmark = pytest.mark.django_db
 
@@ -266,11 +266,23 @@ def test_a_new_conversation_offers_starter_prompts_that_send_themselves(owner):
     assert 'class="starter"' not in _page(owner, conversation)
 
 
-def test_the_composer_caps_its_length_and_counts_characters(owner, settings):
+def test_the_composer_counts_against_the_limit_without_cutting_a_paste(owner, settings):
     settings.MAX_MESSAGE_CHARS = 300
     page = _page(owner, start_conversation(owner.user))
-    assert re.search(r'<textarea[^>]*maxlength="300"', page)
+    assert re.search(r'<textarea[^>]*data-max-chars="300"', page)
+    assert "maxlength" not in page  # the browser would silently cut a longer paste
     assert "0 / 300</span>" in page and "Shift+Enter" in page
+
+
+def test_a_message_over_the_limit_is_refused_with_the_sentence_and_kept_in_the_box(owner, settings):
+    settings.MAX_MESSAGE_CHARS = 300
+    conversation = start_conversation(owner.user)
+    text = "a" * 301
+    response = owner.client.post(reverse("send", args=[conversation.id]), {"content": text})
+    page = response.content.decode()
+    assert "This message has 301 characters; the limit is 300. Shorten it and send again." in page
+    assert f"{text}</textarea>" in page
+    assert Message.objects.filter(conversation=conversation).count() == 0
 
 
 def test_recent_times_read_just_now():

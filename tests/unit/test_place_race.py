@@ -8,7 +8,7 @@ import pytest
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import request_explanations
-from nlaweb.explanations.sections import sections
+from nlaweb.thread.panel import sections
 from tests.factories import snapshot_of
 
 pytestmark = pytest.mark.django_db

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from nlaweb.chat.conversation import start_conversation, thread_view
+from nlaweb.chat.conversation import start_conversation
 from nlaweb.explanations import runs
 from nlaweb.explanations.models import ExplainRun, Explanation
 from nlaweb.explanations.request import request_explanations
+from nlaweb.jobs.django_store import DjangoStore
+from nlaweb.thread.view import thread_view
 from tests.factories import snapshot_of
 from tests.personas import make_persona
-from workers.contracts import RunProgress
-from workers.store import DjangoStore
+from workers.contracts import RunProgress, ordinal
 
 pytestmark = pytest.mark.django_db
 
@@ -83,11 +84,11 @@ def test_waiting_rows_are_told_their_place_in_the_order_workers_take_them(long_r
     other = make_persona("other")
     theirs = snapshot_of(start_conversation(other.user), [("user", "Hi", 3)], first_token=300)
     (single,) = request_explanations(theirs, [1])
-    places = runs.queue_places(snapshot.source_id)
+    places = Explanation.objects.queue_places(snapshot.source_id)
     assert places[str(flood[0].pk)] == 1
     assert places[str(single.pk)] == 2  # people take turns: the flood does not push it back
     assert [places[str(r.pk)] for r in flood[1:]] == [3, 4]
-    assert [runs.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)] == [
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "103rd",
     ]  # fmt: skip
 

@@ -15,7 +15,7 @@ from nlaweb.explanations.models import Explanation
 from nlaweb.share.models import COMMENT_MAX_CHARS, SHARE_ID_BYTES, Share
 from nlaweb.share.revisions import source_revisions
 from nlaweb.share.sharing import Pin, ShareRejected, create_share, revoke_share
-from nlaweb.sources import get_source
+from nlaweb.sources.configured import get_source
 from tests.factories import snapshot_of
 from tests.sharing import explained_conversation, finished, local_source  # noqa: F401
 
@@ -171,6 +171,11 @@ def test_a_revoked_link_answers_404_with_a_sentence_and_the_conversation_stays(o
         gone = Client().get(reverse(name, args=[share.id]))
         assert gone.status_code == 404
         assert "This link was revoked by its owner." in gone.content.decode()
+    stranger_page = Client().get(reverse("share_view", args=[share.id])).content.decode()
+    assert "Back to your conversations" not in stranger_page
+    assert "Start a conversation of your own" in stranger_page
+    owner_page = owner.client.get(reverse("share_view", args=[share.id])).content.decode()
+    assert "Back to your conversations" in owner_page
     assert Client().get(reverse("share_panel", args=[share.id, 2])).status_code == 404
     assert Client().post(reverse("share_copy", args=[share.id])).status_code == 404
     assert Conversation.objects.filter(pk=found.conversation.pk).exists()

@@ -1,4 +1,4 @@
-"""workers/store.py: how a job's rows are grouped per snapshot, and DjangoStore claiming several
+"""workers/store.py: how a job's rows are grouped per snapshot; nlaweb/jobs/django_store.py's DjangoStore claiming several
 users' rows (PostgreSQL) whose positions sort otherwise than the rows come, each of which then stores
 its own result."""
 
@@ -11,17 +11,18 @@ import pytest
 from nlaweb.chat.conversation import start_conversation
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
+from nlaweb.jobs.django_store import DjangoStore
 from tests.factories import snapshot_of
 from tests.fakes import EchoEngine, MemoryRow, MemorySnapshot, echo_text
 from tests.personas import make_persona
-from workers.jobs import run_explain
-from workers.store import DjangoStore, JobGroup, JobRow, _groups, _template_end
+from workers.pipeline import run_explain
+from workers.store import JobGroup, JobRow, TakenRow, group_rows, template_end
 
 # Grouping (pure)
 
 
-def _row(pk: str, snapshot_id: str, snapshot: MemorySnapshot, position: int) -> MemoryRow:
-    return MemoryRow(pk, snapshot_id, snapshot, position, "echo", {})
+def _row(pk: str, snapshot_id: str, snapshot: MemorySnapshot, position: int) -> TakenRow:
+    return MemoryRow(pk, snapshot_id, snapshot, position, "echo", {}).taken()
 
 
 def test_rows_are_grouped_per_snapshot_in_first_seen_order_with_positions_ascending():
@@ -34,7 +35,7 @@ def test_rows_are_grouped_per_snapshot_in_first_seen_order_with_positions_ascend
         _row("c8", "C", carol, 8),
         _row("a2", "A", alice, 2),
     ]
-    assert _groups(rows) == [
+    assert group_rows(rows) == [
         JobGroup(bob.token_ids, [JobRow("b3", "bob", 3)]),
         JobGroup(alice.token_ids, [JobRow("a2", "alice", 2), JobRow("a8", "alice", 8)]),
         JobGroup(carol.token_ids, [JobRow("c8", "carol", 8)]),
@@ -44,11 +45,11 @@ def test_rows_are_grouped_per_snapshot_in_first_seen_order_with_positions_ascend
 def test_the_template_end_is_the_end_of_a_leading_span_that_belongs_to_no_message():
     preamble = {"message_id": None, "role": "system", "start": 0, "end": 9}
     user = {"message_id": "m1", "role": "user", "start": 9, "end": 14}
-    assert _template_end([preamble, user]) == 9
-    assert _template_end([{**user, "start": 0}]) == 0
-    assert _template_end([]) == 0
+    assert template_end([preamble, user]) == 9
+    assert template_end([{**user, "start": 0}]) == 0
+    assert template_end([]) == 0
     snapshot = MemorySnapshot("alice", list(range(14)), [preamble, user])
-    [group] = _groups([_row("a", "A", snapshot, 12)])
+    [group] = group_rows([_row("a", "A", snapshot, 12)])
     assert group.rows == [JobRow("a", "alice", 12, template_end=9)]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from nlaweb.chat.conversation import send_message, start_conversation
 from nlaweb.chat.models import Message, Snapshot
-from workers.store import DjangoStore
+from nlaweb.jobs.django_store import DjangoStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,8 @@ from nlaweb.chat.conversation import send_message, start_conversation
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings
-from nlaweb.sweep import explanation_gave_up, reply_gave_up, sweep
+from nlaweb.jobs.liveness import explanation_gave_up, reply_gave_up
+from nlaweb.jobs.sweep import sweep
 from tests.factories import snapshot_of
 from tests.queues import down_broker, memory_broker, sent
 from workers.contracts import TASK_EXPLAIN, TASK_REPLY

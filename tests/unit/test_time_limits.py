@@ -19,10 +19,10 @@ from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
 
 from tests.fakes import MemoryStore
 from tests.tiny_models import build_tiny_source
-from workers.jobs import run_explain, run_reply
 from workers.nla.cache import ActivationCache
 from workers.nla.engine import NlaEngine
-from workers.sources import SourceConfig
+from workers.pipeline import run_explain, run_reply
+from workers.source_config import SourceConfig
 from workers.store import Turn
 
 CONVERSATION = "conversation-time-limit"

@@ -22,7 +22,7 @@ from nlaweb.share.transfer import (
     export_json,
     import_bytes,
 )
-from nlaweb.sources import get_source
+from nlaweb.sources.configured import get_source
 from tests.sharing import SOURCE_ID, finished, local_source, normalized  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("local_source")]
@@ -325,7 +325,10 @@ NOT_EXPORTED = {
     "Conversation": {"id", "owner", "updated_at"},
     "Message": {"conversation", "sent_at", "heartbeat_at", "attempts", "job_id"},
     "Snapshot": {"conversation", "tokens_hash"},
-    "Explanation": {"prefix_hash", "sent_at", "heartbeat_at", "attempts", "job_id"},
+    "Explanation": {"prefix_hash", "sent_at", "heartbeat_at", "attempts", "job_id"}
+    # Added by issue 14 (calibrated confidence) without an export field: not exported today, as on
+    # main; whether an export should carry them is issue 14's call (noted for the lead).
+    | {"calibration", "confidence_note"},
 }
 
 

@@ -6,10 +6,11 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from nlaweb.chat.conversation import send_message, start_conversation, thread_view
+from nlaweb.chat.conversation import send_message, start_conversation
 from nlaweb.chat.models import Conversation, Snapshot
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainRejected, ExplainSettings, request_explanation
+from nlaweb.thread.view import thread_view
 from tests.factories import snapshot_of
 
 pytestmark = pytest.mark.django_db
@@ -178,8 +179,8 @@ def test_staff_see_the_configured_sources_in_the_admin(admin_client, client):
 def test_a_token_of_the_templates_preamble_is_marked_unreliable():
     from types import SimpleNamespace
 
-    from workers.jobs import warnings_for
     from workers.nla.types import EARLY_WARNING, TEMPLATE_WARNING
+    from workers.pipeline import warnings_for
 
     def result(position: int, warnings: list[str]) -> SimpleNamespace:
         return SimpleNamespace(position=position, warnings=warnings)

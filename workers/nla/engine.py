@@ -38,7 +38,7 @@ from workers.nla.types import (
     VectorExplanation,
 )
 from workers.nla.verbalizer import INJECTION_SUSPECT, Verbalizer, injection_suspect
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 MAX_SEQUENCE_TOKENS = 2048
 DEFAULT_REPLY_TOKENS = 200
@@ -79,7 +79,11 @@ class NlaEngine:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         overrides = Overrides(
-            source.layer, source.injection_scale, source.mse_scale, source.var_baseline
+            source.layer,
+            source.injection_scale,
+            source.mse_scale,
+            source.var_baseline,
+            source.calibration,
         )
         target = TargetModel.from_checkpoint(resolve_checkpoint(source.target), dev, dt)
         av = Verbalizer.from_checkpoint(resolve_checkpoint(source.av), dev, dt, overrides)
@@ -244,7 +248,9 @@ class NlaEngine:
             specificity(p, g, self.pool.against(s), ar.mse_scale)
             for p, g, s in zip(predicted, goals, snapshots, strict=True)
         ]
-        scores = fidelities(predicted, goals, ar.mse_scale, ar.var_baseline, specific)
+        scores = fidelities(
+            predicted, goals, ar.mse_scale, ar.var_baseline, specific, ar.calibration
+        )
         return scores, predicted
 
     def _verbalize_and_score(

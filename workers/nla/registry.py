@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from workers.nla.engine import NlaEngine
 from workers.nla.errors import SourceNotServed
-from workers.sources import SourceConfig
+from workers.source_config import SourceConfig
 
 _lock = threading.Lock()
 _served: dict[str, SourceConfig] = {}

@@ -6,30 +6,29 @@ from collections.abc import Sequence
 
 import torch
 
+from workers.nla.calibration import (
+    HIGH_BELOW,
+    HIGH_SPECIFICITY,
+    LOW_SPECIFICITY,
+    MEDIUM_BELOW,
+    Calibration,
+    judge,
+)
 from workers.nla.inject import rescale
 from workers.nla.types import Fidelity
 
-HIGH_BELOW = 0.3
-MEDIUM_BELOW = 0.5
-#: Specificity below this caps the pill at "medium", below LOW_SPECIFICITY at "low": such a text
-#: rebuilds its activation no better than a fifth (a half) of unrelated explanations do.
-HIGH_SPECIFICITY = 0.8
-LOW_SPECIFICITY = 0.5
-_ORDER = ("low", "medium", "high")
+__all__ = ["HIGH_BELOW", "HIGH_SPECIFICITY", "LOW_SPECIFICITY", "MEDIUM_BELOW", "confidence"]
 
 
-def confidence(relative_mse: float | None, specificity: float | None = None) -> str | None:
-    """Neuronpedia's pill (high < 0.3 ≤ medium < 0.5 ≤ low of relative MSE), capped by
+def confidence(
+    relative_mse: float | None,
+    specificity: float | None = None,
+    calibration: Calibration | None = None,
+) -> str | None:
+    """The pill (workers/nla/calibration.py `judge`): on the source's own scale when it carries a
+    calibration, else Neuronpedia's (high < 0.3 ≤ medium < 0.5 ≤ low of relative MSE); capped by
     specificity: at most "medium" below 0.8, "low" below 0.5; None specificity caps nothing."""
-    if relative_mse is None:
-        return None
-    pill = (
-        "high" if relative_mse < HIGH_BELOW else "medium" if relative_mse < MEDIUM_BELOW else "low"
-    )
-    if specificity is None or specificity >= HIGH_SPECIFICITY:
-        return pill
-    cap = "medium" if specificity >= LOW_SPECIFICITY else "low"
-    return min(pill, cap, key=_ORDER.index)
+    return judge(relative_mse, specificity, calibration).confidence
 
 
 def fidelities(
@@ -38,6 +37,7 @@ def fidelities(
     mse_scale: float | None,
     var: float | None,
     specificities: Sequence[float | None] | None = None,
+    calibration: Calibration | None = None,
 ) -> list[Fidelity]:
     """One Fidelity per row of `[B, d]` predictions against `[B, d]` targets, both normalised to
     L2 norm `mse_scale` (None: raw) before `mse = mean((p̂ − ĝ)²)`; `specificities` (one per row,
@@ -46,16 +46,28 @@ def fidelities(
     mse = ((p - g) ** 2).mean(dim=-1)
     cos = torch.nn.functional.cosine_similarity(predicted.float(), target.float(), dim=-1)
     specific = list(specificities) if specificities is not None else [None] * len(mse)
-    return [_one(float(m), float(c), var, s) for m, c, s in zip(mse, cos, specific, strict=True)]
+    return [
+        _one(float(m), float(c), var, s, calibration)
+        for m, c, s in zip(mse, cos, specific, strict=True)
+    ]
 
 
-def _one(mse: float, cosine: float, var: float | None, specificity: float | None) -> Fidelity:
+def _one(
+    mse: float,
+    cosine: float,
+    var: float | None,
+    specificity: float | None,
+    calibration: Calibration | None,
+) -> Fidelity:
     relative = mse / var if var else None
+    verdict = judge(relative, specificity, calibration)
     return Fidelity(
         mse=mse,
         cosine=cosine,
         fve=None if relative is None else 1.0 - relative,
         relative_mse=relative,
-        confidence=confidence(relative, specificity),
+        confidence=verdict.confidence,
         specificity=specificity,
+        calibration=verdict.place,
+        confidence_note=verdict.note,
     )

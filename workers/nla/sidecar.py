@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from workers.nla.calibration import Calibration, calibration_from
 from workers.nla.errors import CheckpointIncompatible, mismatch
 
 SIDECAR = "nla_meta.yaml"
@@ -29,6 +30,7 @@ class Overrides:
     injection_scale: float | str | None = None
     mse_scale: float | None = None
     var_baseline: float | None = None
+    calibration: Calibration | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class ArMeta:
     var_baseline: float | None
     uncalibrated: bool
     heldout: dict[str, Any] = field(default_factory=dict)
+    #: Median relative MSE of matched and shuffled explanations (the sidecar's
+    #: `nlaweb.calibration`, or the source's published figures); None: Neuronpedia's fixed scale.
+    calibration: Calibration | None = None
 
 
 def read_yaml(directory: Path) -> dict[str, Any]:
@@ -222,4 +227,5 @@ def parse_ar(doc: dict[str, Any], where: str, overrides: Overrides | None = None
         var_baseline=float(var) if var is not None else None,
         uncalibrated=bool(block.get("uncalibrated", False)),
         heldout=dict(block.get("heldout") or {}),
+        calibration=overrides.calibration or calibration_from(block.get("calibration")),
     )

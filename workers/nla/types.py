@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +23,12 @@ TEMPLATE_WARNING = (
 )
 
 
+def settings_key(temperature: float, max_new_tokens: int | None, seed: int) -> str:
+    """The canonical string of AV sampling settings: part of an Explanation's cache key. The web's
+    ExplainSettings and the worker's GenerationSettings both key through this one function."""
+    return json.dumps({"t": temperature, "n": max_new_tokens, "s": seed}, sort_keys=True)
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """AV sampling settings; `temperature` 0 is greedy. Part of the Explanation cache key."""
@@ -31,10 +38,7 @@ class GenerationSettings:
     seed: int = 0
 
     def key(self) -> str:
-        """Canonical string; equal to nlaweb.explanations.request.ExplainSettings.key()."""
-        return json.dumps(
-            {"t": self.temperature, "n": self.max_new_tokens, "s": self.seed}, sort_keys=True
-        )
+        return settings_key(self.temperature, self.max_new_tokens, self.seed)
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,15 @@ class Fidelity:
     relative_mse: float | None  # mse/Var
     confidence: (
         str | None
-    )  # "high" (< 0.3) | "medium" (< 0.5) | "low" of relative_mse, capped by specificity
+    )  # "high" | "medium" | "low" on the source's scale (workers/nla/calibration.py), capped by specificity
     #: Fraction of the reference pool whose reconstruction of this activation is worse (ties half);
     #: None while the pool is too small (workers/nla/specificity.py).
     specificity: float | None = None
+    #: Where relative_mse falls between the source's matched and shuffled medians ("matched",
+    #: "between", "shuffled"); None when the source carries no calibration.
+    calibration: str | None = None
+    #: Why the pill and specificity point different ways; "" when they agree.
+    confidence_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,3 +153,39 @@ class NoProgress:
 
     def text(self, index: int, text_so_far: str) -> None:
         return None
+
+
+class Engine(Protocol):
+    """What a worker's jobs call on the engine of a source (workers/nla/engine.py's NlaEngine; the
+    tests' EchoEngine). Torch-free in its types: raw vectors go in as nested lists."""
+
+    max_sequence_tokens: int
+
+    def tokenize(
+        self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool = False
+    ) -> TokenizedConversation: ...
+
+    def tokenize_text(self, text: str) -> TokenizedConversation: ...
+
+    def reply(
+        self,
+        turns: Sequence[ChatTurn],
+        settings: GenerationSettings,
+        on_text: Callable[[str], None],
+        *,
+        prefix: str = "",
+    ) -> Reply: ...
+
+    def explain_batch(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        settings: GenerationSettings,
+        progress: ExplainProgress,
+    ) -> list[list[TokenExplanation]]: ...
+
+    def explain_vectors(
+        self,
+        vectors: Sequence[Sequence[float]],
+        settings: GenerationSettings,
+        progress: ExplainProgress,
+    ) -> list[VectorExplanation]: ...

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class NlawebConfig(AppConfig):
+    """The project itself, installed for `manage.py serve` (no models)."""
+
+    name = "nlaweb"

@@ -1,0 +1,51 @@
+"""The conversation page's context: the thread of the branch the URL names, the open explanations'
+panel, the composer's limits. The chat views, the edit views and the explanation views all answer
+with it."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from nlaweb.chat.edit import MAX_SEED
+from nlaweb.chat.forms import MessageForm
+from nlaweb.chat.models import Conversation, prefix_hashes
+from nlaweb.chat.starters import starters_for
+from nlaweb.sources.configured import build_figures, get_source
+from nlaweb.thread.panel import opened, panel_context
+from nlaweb.thread.view import shown_leaf, thread_view
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST
+
+
+def page_context(
+    request: HttpRequest,
+    conversation: Conversation,
+    form: MessageForm | None = None,
+    error: str = "",
+    at: str | None = None,
+) -> dict[str, object]:
+    """The page's context; the URL's `at`, `open` and `tpl` say which branch shows, which
+    explanations are open and whether template tokens show, so a reload or a copied link shows
+    the same page. After a POST the branch is the conversation's (new) head."""
+    source = get_source(conversation.source_id)
+    at = at or (request.GET.get("at") if request.method == "GET" else None)
+    view = thread_view(conversation, shown_leaf(conversation, at))
+    prefixes = set(prefix_hashes(view.snapshot.token_ids)) if view.snapshot else set()
+    panel = panel_context(opened(conversation, request.GET.get("open", ""), prefixes))
+    return {
+        "view": view,
+        "chat_error": error,
+        "seed": secrets.randbelow(MAX_SEED),
+        "form": form or MessageForm(),
+        "source": source,
+        "figures": build_figures(conversation.source_id) if source else {},
+        "max_positions": MAX_POSITIONS_PER_REQUEST,  # tokens one shift+click selection may hold
+        "max_chars": settings.MAX_MESSAGE_CHARS,
+        "reply_max_tokens": settings.REPLY_MAX_NEW_TOKENS,
+        "starters": starters_for(source),
+        "panel": panel,
+        "open_prefixes": {s.e.prefix_hash for s in panel["sections"]},
+        "show_template": request.GET.get("tpl") == "1",
+    }
