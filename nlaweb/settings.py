@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from nlaweb.env import embedded_secret_key, env_bool, env_int, env_list, env_path, env_str
@@ -25,6 +26,13 @@ DEBUG = env_bool("DEBUG", default=False)
 _secret = env_str("SECRET_KEY")
 if _secret is None and not (EMBEDDED or DEBUG):
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+#: The SECRET_KEY of docker/.env.example: a deployment that kept it is refused in every mode.
+PLACEHOLDER_SECRET_KEYS = frozenset({"change-me-to-a-long-random-string"})
+if _secret in PLACEHOLDER_SECRET_KEYS:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the placeholder of docker/.env.example; set a long random one, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 SECRET_KEY = _secret or embedded_secret_key(DATA_DIR)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
@@ -40,6 +48,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     "django_htmx",
     "template_partials",
     "ninja",  # /api/v1/docs serves Swagger UI from ninja's own static files, not a CDN
@@ -56,6 +65,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "nlaweb.middleware.health.HealthMiddleware",  # first: a container's probe needs no host, session or user
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # outside the outage page, so a 503 page has the policy too
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "nlaweb.middleware.outage.OutageMiddleware",  # before anything that reads the database (sessions, users)
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -63,6 +73,7 @@ MIDDLEWARE = [
     "nlaweb.middleware.form_body.FormBodyMiddleware",  # before the CSRF check, which reads the form too
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "nlaweb.middleware.private_cache.PrivateCacheMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nlaweb.share.framing.FrameAncestorsMiddleware",
@@ -119,6 +130,10 @@ AUTH_PASSWORD_VALIDATORS = [
         "NumericPasswordValidator",
     )
 ]
+#: Failed log-ins or sign-up attempts per hour for one username, and from one client address
+#: (nlaweb/accounts/throttle.py); more are refused with a sentence (429).
+AUTH_LIMIT_PER_ACCOUNT = env_int("AUTH_LIMIT_PER_ACCOUNT", 10, minimum=1)
+AUTH_LIMIT_PER_ADDRESS = env_int("AUTH_LIMIT_PER_ADDRESS", 100, minimum=1)
 # Visitors are guests until they sign up; a guest account is made on their first POST
 # (nlaweb.accounts.guests.guest_on_post), never on a GET.
 LOGIN_URL = "login"
@@ -131,7 +146,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+#: The web image collects into its own folder at build time (docker/web.Dockerfile).
+STATIC_ROOT = env_path("STATIC_ROOT", DATA_DIR / "staticfiles") or DATA_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -142,8 +158,33 @@ STORAGES = {
 }
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
+#: An HTTPS deployment (TLS ends at a proxy in front of daphne, which passes X-Forwarded-Proto):
+#: http redirects to https, HSTS for a year, secure session and CSRF cookies.
+HTTPS = env_bool("HTTPS", default=False)
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_HSTS_SECONDS = 31_536_000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Content-Security-Policy (django-csp): scripts and styles from this site's files only, no inline
+# script or style anywhere (templates keep none: tests/unit/test_csp.py), websockets to this origin.
+# A share's embed widens frame-ancestors (nlaweb/share/framing.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # Channels: Redis in production; a thread-safe in-memory layer for the embedded worker thread.
 #: Seconds the web side waits for the broker before a click or a send answers 503 (also how long a

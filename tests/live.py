@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -141,47 +142,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def _worker_args(command: list[str], name: str) -> list[str]:
-    return [
-        *command,
-        "-A",
-        "nlaweb",
-        "worker",
-        "-Q",
-        "gpu",
-        "-P",
-        "prefork",
-        "-c",
-        "1",
-        "-n",
-        name,
-        "--without-mingle",
-        "--without-gossip",
-        "-l",
-        "INFO",
-    ]
+#: The one script that starts the production processes (the docker images run it too).
+STACK = str(REPO / "scripts" / "stack")
+#: Celery options of the tests' processes beside the script's own: a name of the test's, and no
+#: broadcasts to (or from) the other test runs' workers on a shared Redis.
+_QUIET = ["--without-mingle", "--without-gossip", "-l", "INFO"]
+
+
+def _worker_args(name: str) -> list[str]:
+    return [STACK, "worker", "-n", name, *_QUIET]
 
 
 def _sweeper_args(name: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "nlaweb",
-        "worker",
-        "--beat",
-        "-Q",
-        "sweep",
-        "-P",
-        "solo",
-        "-n",
-        name,
-        "--without-mingle",
-        "--without-gossip",
-        "-l",
-        "INFO",
-    ]
+    return [STACK, "sweeper", "-n", name, *_QUIET]
 
 
 def _wait_ready(process: subprocess.Popen[bytes], log: Path, what: str, start: int = 0) -> None:
@@ -203,34 +176,24 @@ def running_stack(
     sweeper: bool = False,
     workers: int = 1,
 ) -> Iterator[Stack]:
-    """The worker (`worker_command`, default `python -m celery`; `workers` of them, the others
-    logging to worker-<n>.log) and daphne, plus the sweeper (`celery worker --beat -Q sweep`) when
-    asked; stopped on exit."""
+    """The worker (its Celery command `worker_command`, default `python -m celery`; `workers` of them,
+    the others logging to worker-<n>.log) and the web process (migrate, then daphne), plus the
+    sweeper when asked, each started by `scripts/stack` as the docker images start them; stopped on
+    exit."""
     port = free_port()
-    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable}
+    env |= {"HOST": "127.0.0.1", "PORT": str(port)}
+    if worker_command is not None:
+        env["CELERY"] = shlex.join(worker_command)
     worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
     sweeper_log = log_dir / "sweeper.log" if sweeper else None
-    command = worker_command or [sys.executable, "-m", "celery"]
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    processes["worker"] = _spawn(_worker_args(command, f"test-{port}@%h"), env, worker_log)
-    processes["server"] = _spawn(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "nlaweb.asgi:application",
-        ],
-        env,
-        server_log,
-    )
+    processes["worker"] = _spawn(_worker_args(f"test-{port}@%h"), env, worker_log)
+    processes["server"] = _spawn([STACK, "web"], env, server_log)
     if sweeper_log is not None:
         processes["sweeper"] = _spawn(_sweeper_args(f"sweeper-{port}@%h"), env, sweeper_log)
     for n in range(2, workers + 1):
-        args = _worker_args(command, f"test{n}-{port}@%h")
+        args = _worker_args(f"test-w{n}-{port}@%h")
         processes[f"worker-{n}"] = _spawn(args, env, log_dir / f"worker-{n}.log")
 
     def restart_worker() -> int:
@@ -239,7 +202,7 @@ def running_stack(
             os.kill(pid, signal.SIGKILL)
         old.wait(timeout=30)
         start = worker_log.stat().st_size
-        processes["worker"] = _spawn(_worker_args(command, f"test2-{port}@%h"), env, worker_log)
+        processes["worker"] = _spawn(_worker_args(f"test2-{port}@%h"), env, worker_log)
         _wait_ready(processes["worker"], worker_log, "the new Celery worker to be ready", start)
         return processes["worker"].pid
 

@@ -14,3 +14,20 @@ class Guest(models.Model):
 
     def __str__(self) -> str:
         return f"guest {self.user_id}"
+
+
+class AuthAttempt(models.Model):
+    """A failed log-in or a sign-up attempt, kept for an hour: the rate limit counts these
+    (nlaweb/accounts/throttle.py), per account and per client address, in every web process."""
+
+    class Kind(models.TextChoices):
+        LOGIN = "login", "failed log-in"
+        SIGNUP = "signup", "sign-up attempt"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    account = models.CharField(max_length=150, db_index=True)  # the username typed, lowercased
+    address = models.CharField(max_length=64, db_index=True)  # REMOTE_ADDR
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.account!r} from {self.address} at {self.at:%H:%M:%S}"

@@ -14,8 +14,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods
 
+from nlaweb.accounts import throttle
 from nlaweb.accounts.forms import NewPasswordForm, SignupForm
 from nlaweb.accounts.guests import adopt_conversations, is_guest, keep_as_account
+from nlaweb.accounts.models import AuthAttempt
 
 _BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -26,6 +28,13 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and guest is None:
         return redirect("home")  # signed up already
     form = SignupForm(request.POST or None, instance=guest)
+    if request.method == "POST":
+        attempt = (AuthAttempt.Kind.SIGNUP, request.POST.get("username", ""))
+        if refused := throttle.refusal(*attempt, throttle.address_of(request)):
+            form.add_error(None, refused)
+            context = {"form": form, "was_guest": guest is not None}
+            return render(request, "accounts/signup.html", context, status=429)
+        throttle.record(*attempt, throttle.address_of(request))
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = form.save()
@@ -38,6 +47,21 @@ def signup(request: HttpRequest) -> HttpResponse:
 class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = False
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        account = request.POST.get("username", "")
+        if refused := throttle.refusal(
+            AuthAttempt.Kind.LOGIN, account, throttle.address_of(request)
+        ):
+            form = self.get_form()
+            form.add_error(None, refused)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        account = self.request.POST.get("username", "")
+        throttle.record(AuthAttempt.Kind.LOGIN, account, throttle.address_of(self.request))
+        return super().form_invalid(form)
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         guest = self.request.user if is_guest(self.request.user) else None

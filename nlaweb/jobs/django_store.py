@@ -53,6 +53,12 @@ T = TypeVar("T")
 _DATABASE_GONE = (OperationalError, InterfaceError)
 
 
+def storable(text: str) -> str:
+    """`text` as PostgreSQL can store it (text and jsonb refuse NUL, which a byte-level tokenizer
+    decodes byte 0 to): each NUL becomes U+FFFD. Found by benchmarks/load.py on the tiny model."""
+    return text.replace("\x00", "\ufffd")
+
+
 def taken_rows(rows: list[Explanation]) -> list[TakenRow]:
     return [
         TakenRow(
@@ -178,7 +184,7 @@ class DjangoStore:
                     conversation_id=leaf.conversation_id,
                     source_id=source_id,
                     token_ids=token_ids,
-                    token_texts=token_texts,
+                    token_texts=[storable(t) for t in token_texts],
                     spans=spans,
                     tokens_hash=hash_tokens(token_ids),
                 ),
@@ -188,11 +194,11 @@ class DjangoStore:
 
     def finish_reply(self, message_id: str, content: str, truncated: bool = False) -> None:
         one = Message.objects.filter(pk=message_id).held_by(self.job_id)
-        self._retrying("store the reply", lambda: one.finish(content, truncated))
+        self._retrying("store the reply", lambda: one.finish(storable(content), truncated))
 
     def fail_reply(self, message_id: str, content: str, error: str) -> None:
         one = Message.objects.filter(pk=message_id).held_by(self.job_id)
-        self._retrying("store the reply's failure", lambda: one.fail(content, error))
+        self._retrying("store the reply's failure", lambda: one.fail(storable(content), error))
 
     # -- explanations -------------------------------------------------------------------------
     def explain_job(self, explanation_ids: list[str]) -> ExplainJob | None:
@@ -237,6 +243,7 @@ class DjangoStore:
             _drop_connection()
 
     def finish_explanation(self, explanation_id: str, fields: dict[str, Any]) -> None:
+        fields = {k: storable(v) if isinstance(v, str) else v for k, v in fields.items()}
         one = Explanation.objects.filter(pk=explanation_id).held_by(self.job_id)
         self._retrying("store the explanation", lambda: one.finish(fields, timezone.now()))
 

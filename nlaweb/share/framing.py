@@ -1,5 +1,7 @@
 """Who may put a page in a frame: nobody, except for the views marked `embeddable` (a share's
-embed). X-Frame-Options (Django's middleware, DENY) and CSP `frame-ancestors` say the same."""
+embed). X-Frame-Options (Django's middleware, DENY) and CSP `frame-ancestors` say the same: the
+site's policy (settings.CONTENT_SECURITY_POLICY, written by django-csp's middleware, which runs
+after this one) has `frame-ancestors 'none'`; an embeddable response replaces it with `*`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.clickjacking import xframe_options_exempt
 
 CSP = "Content-Security-Policy"
+#: What an embeddable response changes in the site's policy (django-csp's `_csp_replace`).
+ANY_FRAME = {"frame-ancestors": ["*"]}
 
 
 def embeddable(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -32,7 +36,5 @@ class FrameAncestorsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if getattr(response, "embeddable", False):
-            response[CSP] = "frame-ancestors *"
-        elif CSP not in response:
-            response[CSP] = "frame-ancestors 'none'"
+            response._csp_replace = ANY_FRAME  # type: ignore[attr-defined]
         return response

@@ -107,6 +107,9 @@ def sections(
     rows = list(explanations)
     waiting = [e for e in rows if e.status == Explanation.Status.QUEUED]
     places = Explanation.objects.queue_places(waiting[0].source_id) if waiting else {}
+    for e in waiting:
+        if str(e.pk) not in places:  # a worker took it after it was read: show where it is now
+            e.refresh_from_db()
     shown = [section(e, scope) for e in rows]
     return [
         replace(s, place=in_line(places[str(s.e.pk)])) if str(s.e.pk) in places else s
