@@ -69,7 +69,7 @@ def _row(e: Explanation, token: str) -> TableRow:
     )
 
 
-def _cell(value: object) -> object:
+def spreadsheet_cell(value: object) -> object:
     """A text cell that a spreadsheet would evaluate gets a leading apostrophe; numbers stay."""
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
@@ -81,7 +81,7 @@ def table_csv(rows: list[TableRow]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_cell(v) for v in asdict(row).values()])
+        writer.writerow([spreadsheet_cell(v) for v in asdict(row).values()])
     return out.getvalue()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from nlaweb.api.models import ApiJob
+from nlaweb.explanations.table import spreadsheet_cell
 from nlaweb.jobs.broker import enqueue
 from nlaweb.latents.attached import SourceSae
 from nlaweb.latents.batches import SETTINGS, LatentsRejected, rows_of, vector
@@ -198,5 +199,6 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        # Labels are anyone's text: a cell a spreadsheet would run as a formula is quoted.
+        writer.writerow({k: spreadsheet_cell(v) for k, v in row.items()})
     return out.getvalue()

@@ -310,3 +310,11 @@ def test_a_bad_batch_is_answered_with_its_sentence(owner, source):
     response = owner.client.post(f"/sources/{source.source.id}/latents/runs", {"latents": "0-40"})
     assert "latents 0 to 19; &#x27;0-40&#x27; is outside" in response.content.decode()
     assert LatentRun.objects.count() == 0 and ApiJob.objects.count() == 0
+
+
+def test_a_label_that_a_spreadsheet_would_run_is_quoted_in_the_csv_and_scores_stay_numbers():
+    row = {column: None for column in labels.EXPORT_COLUMNS}
+    row |= {"latent": 3, "kind": "label", "text": '=HYPERLINK("http://x","y")', "fve": -0.5}
+    parsed = next(csv.DictReader(io.StringIO(labels.export_csv([row]))))
+    assert parsed["text"] == '\'=HYPERLINK("http://x","y")'
+    assert (parsed["fve"], parsed["latent"], parsed["relative_mse"]) == ("-0.5", "3", "")
