@@ -52,6 +52,8 @@ def test_a_messages_explanations_read_as_a_sortable_table_linked_to_its_tokens(p
     _start_conversation(page, stack)
     _send(page, "My cat loves to sleep")
     expect(page.locator("#thread")).to_have_attribute("data-generating", "")
+    # An empty thread reads "not generating" too: wait for the reply's own tokens.
+    expect(page.locator("article.message.assistant .tok").first).to_be_attached()
     user = page.locator("article.message.user")
     words = user.locator(WORDS)
     expect(words.first).to_be_visible()
@@ -105,6 +107,8 @@ def test_the_api_keys_page_has_a_copy_button_and_a_revoked_link_sends_a_stranger
     _start_conversation(page, stack)
     _send(page, "My cat loves to sleep")
     expect(page.locator("#thread")).to_have_attribute("data-generating", "")
+    # An empty thread reads "not generating" too: wait for the reply's own tokens.
+    expect(page.locator("article.message.assistant .tok").first).to_be_attached()
     conversation = Conversation.objects.get(pk=_conversation_id(page))
 
     page.goto(stack.base_url + "/account/api-keys")

@@ -39,7 +39,8 @@ def test_an_explanation_text_with_nul_is_stored(owner, django_capture_on_commit_
     snapshot = snapshot_of(start_conversation(owner.user), [("user", "My cat", 20)])
     with django_capture_on_commit_callbacks():
         (row,) = request_explanations(snapshot, [3])
-    Explanation.objects.filter(pk=row.pk).update(status=Explanation.Status.RUNNING)
+    # Running under the job that stores it (results are fenced by the row's job id).
+    Explanation.objects.filter(pk=row.pk).update(status=Explanation.Status.RUNNING, job_id="job-1")
     DjangoStore(job_id="job-1").finish_explanation(str(row.pk), {"text": "cat\x00s", "mse": 0.5})
     row.refresh_from_db()
     assert (row.status, row.text, row.mse) == ("done", "cat\ufffds", 0.5)
