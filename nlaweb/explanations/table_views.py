@@ -4,10 +4,11 @@ downloads. The owner's only: anyone else gets 404."""
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from nlaweb.chat.models import Message, Snapshot
+from nlaweb.explanations.owned import owned_message
 from nlaweb.explanations.request import ExplainRejected
 from nlaweb.explanations.table import TableRow, message_table, table_csv, table_json
 
@@ -15,13 +16,7 @@ from nlaweb.explanations.table import TableRow, message_table, table_csv, table_
 def _owned(
     request: HttpRequest, conversation_id: str, snapshot_id: str, message_id: str
 ) -> tuple[Snapshot, Message, list[TableRow]]:
-    snapshot = get_object_or_404(
-        Snapshot,
-        pk=snapshot_id,
-        conversation_id=conversation_id,
-        conversation__owner_id=request.user.pk,
-    )
-    message = get_object_or_404(Message, pk=message_id, conversation_id=conversation_id)
+    snapshot, message = owned_message(request, conversation_id, snapshot_id, message_id)
     try:
         rows = message_table(snapshot, message)
     except ExplainRejected:  # the message has no tokens in this snapshot: nothing explained

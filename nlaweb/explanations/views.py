@@ -8,10 +8,11 @@ from django.shortcuts import get_object_or_404, render
 from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 
-from nlaweb.chat.models import Message, Snapshot
+from nlaweb.chat.models import Snapshot
 from nlaweb.explanations import compare, runs
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import ExplainRun, Explanation
+from nlaweb.explanations.owned import owned_explanation, owned_message
 from nlaweb.explanations.request import ExplainRejected, request_explanations
 from nlaweb.thread.page import page_context
 from nlaweb.thread.panel import panel_context, sections
@@ -46,26 +47,14 @@ def explain(request: HttpRequest, conversation_id: str, snapshot_id: str) -> Htt
 @require_GET
 def panel(request: HttpRequest, explanation_id: str) -> HttpResponse:
     """One explanation's section alone, which the page swaps in place of the one it shows."""
-    explanation = get_object_or_404(
-        Explanation.objects.select_related("snapshot"),
-        pk=explanation_id,
-        snapshot__conversation__owner_id=request.user.pk,
-    )
+    explanation = owned_explanation(request, explanation_id)
     return _panel(request, [explanation], template="explanations/panel.html#sections")
-
-
-def _owned_explanation(request: HttpRequest, explanation_id: str) -> Explanation:
-    return get_object_or_404(
-        Explanation.objects.select_related("snapshot"),
-        pk=explanation_id,
-        snapshot__conversation__owner_id=request.user.pk,
-    )
 
 
 @require_GET
 def compare_branches(request: HttpRequest, explanation_id: str) -> HttpResponse:
     """The other branches this token can be compared with."""
-    explanation = _owned_explanation(request, explanation_id)
+    explanation = owned_explanation(request, explanation_id)
     context = {"e": explanation, "branches": compare.branches(explanation)}
     return render(request, "explanations/compare.html#branches", context)
 
@@ -73,7 +62,7 @@ def compare_branches(request: HttpRequest, explanation_id: str) -> HttpResponse:
 @require_POST
 def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) -> HttpResponse:
     """Side by side with the aligned token of another branch, or its tokens to pick one from."""
-    explanation = _owned_explanation(request, explanation_id)
+    explanation = owned_explanation(request, explanation_id)
     other = get_object_or_404(
         Snapshot, pk=snapshot_id, conversation_id=explanation.snapshot.conversation_id
     )
@@ -102,7 +91,7 @@ def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) ->
 @require_POST
 def cancel_explanation(request: HttpRequest, explanation_id: str) -> HttpResponse:
     """Stop a waiting or running explanation; answers with its section."""
-    explanation = _owned_explanation(request, explanation_id)
+    explanation = owned_explanation(request, explanation_id)
     try:
         runs.cancel(explanation)
     except ExplainRejected as exc:
@@ -115,13 +104,7 @@ def explain_message(
     request: HttpRequest, conversation_id: str, snapshot_id: str, message_id: str
 ) -> HttpResponse:
     """Explain every word of one message in the background; answers with the thread."""
-    snapshot = get_object_or_404(
-        Snapshot,
-        pk=snapshot_id,
-        conversation_id=conversation_id,
-        conversation__owner_id=request.user.pk,
-    )
-    message = get_object_or_404(Message, pk=message_id, conversation_id=conversation_id)
+    snapshot, message = owned_message(request, conversation_id, snapshot_id, message_id)
     try:
         runs.start_run(snapshot, message)
     except ExplainRejected as exc:

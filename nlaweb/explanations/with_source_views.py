@@ -5,29 +5,21 @@ token's explanations by both side by side (htmx POST). Each view: authorize, par
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from nlaweb.explanations import with_source
-from nlaweb.explanations.models import Explanation
+from nlaweb.explanations.owned import owned_explanation
 from nlaweb.explanations.request import ExplainRejected
 from workers.contracts import STAGES
 
 TEMPLATE = "explanations/with_source.html"
 
 
-def _owned(request: HttpRequest, explanation_id: str) -> Explanation:
-    return get_object_or_404(
-        Explanation.objects.select_related("snapshot"),
-        pk=explanation_id,
-        snapshot__conversation__owner_id=request.user.pk,
-    )
-
-
 @require_GET
 def sources(request: HttpRequest, explanation_id: str) -> HttpResponse:
     """The other sources of this explanation's target model, to explain the token with."""
-    explanation = _owned(request, explanation_id)
+    explanation = owned_explanation(request, explanation_id)
     others = with_source.other_sources(explanation.source_id)
     return render(request, f"{TEMPLATE}#list", {"e": explanation, "others": others})
 
@@ -35,7 +27,7 @@ def sources(request: HttpRequest, explanation_id: str) -> HttpResponse:
 @require_POST
 def explain_with(request: HttpRequest, explanation_id: str) -> HttpResponse:
     """The token explained by the source the form names, beside this explanation."""
-    explanation = _owned(request, explanation_id)
+    explanation = owned_explanation(request, explanation_id)
     source_id = request.POST.get("source", "")
     try:
         theirs = with_source.explain_with(explanation, source_id)
