@@ -43,6 +43,8 @@ urlpatterns = [
         name="explain",
     ),
     path("explanations/<uuid:explanation_id>/", explanations.panel, name="explanation_panel"),
+    path("c/<uuid:conversation_id>/close", explanations.close, name="close_explanations"),
+    path("c/<uuid:conversation_id>/state", chat.page_state, name="page_state"),
     path(
         "explanations/<uuid:explanation_id>/cancel",
         explanations.cancel_explanation,

@@ -15,12 +15,19 @@ from nlaweb.chat.forms import BranchForm, MessageForm, RegenerateForm
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.chat.views import owned
 from nlaweb.thread.page import page_context
+from nlaweb.thread.updates import page_redirect, state_of, thread_answer
 
 
 def _chat(request: HttpRequest, conversation: Conversation, error: str = "") -> HttpResponse:
+    """The chat partial after a change, with the page's URL; a plain form post (no script) goes to
+    the page, or shows it with the error."""
     conversation.refresh_from_db()
     context = page_context(request, conversation, error=error)
-    return render(request, "chat/conversation.html#chat", context)
+    htmx = bool(getattr(request, "htmx", False))
+    if not htmx and not error:
+        return page_redirect(conversation, state_of(context))
+    template = "chat/conversation.html" + ("#chat" if htmx else "")
+    return thread_answer(request, conversation, template, context)
 
 
 def _first_error(form: forms.Form) -> str:

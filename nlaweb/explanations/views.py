@@ -9,6 +9,7 @@ from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 
 from nlaweb.chat.models import Snapshot
+from nlaweb.chat.views import owned
 from nlaweb.explanations import compare, runs
 from nlaweb.explanations.forms import ExplainForm
 from nlaweb.explanations.models import ExplainRun, Explanation
@@ -16,6 +17,8 @@ from nlaweb.explanations.owned import owned_explanation, owned_message
 from nlaweb.explanations.request import ExplainRejected, request_explanations
 from nlaweb.thread.page import page_context
 from nlaweb.thread.panel import panel_context, sections
+from nlaweb.thread.state import PageState, parse_ids
+from nlaweb.thread.updates import page_redirect, panel_answer, state_of, thread_answer
 
 
 def _panel(
@@ -36,19 +39,51 @@ def explain(request: HttpRequest, conversation_id: str, snapshot_id: str) -> Htt
     )
     form = ExplainForm(request.POST)
     if not form.is_valid():
-        return _panel(request, [], str(form.errors["position"][0]))
+        return _opened(request, snapshot, [], str(form.errors["position"][0]))
     try:
         explanations = request_explanations(snapshot, form.cleaned_data["position"])
     except ExplainRejected as exc:
-        return _panel(request, [], str(exc))
-    return _panel(request, explanations)
+        return _opened(request, snapshot, [], str(exc))
+    return _opened(request, snapshot, explanations)
+
+
+def _opened(
+    request: HttpRequest, snapshot: Snapshot, rows: list[Explanation], error: str = ""
+) -> HttpResponse:
+    """The panel of `rows` (the panel is replaced), its chips and URL. A plain form post (no
+    script) goes to the page with them open, or shows the page with the error in the panel."""
+    conversation = snapshot.conversation
+    after = PageState.of(request).opening(e.pk for e in rows)
+    if getattr(request, "htmx", False):
+        response = _panel(request, rows, error)
+        return panel_answer(request, response, conversation, after, replaced=True)
+    if error:
+        context = {**page_context(request, conversation), "panel": panel_context([], error)}
+        return render(request, "chat/conversation.html", context, status=400)
+    return page_redirect(conversation, after.showing(snapshot.leaf_id))
 
 
 @require_GET
 def panel(request: HttpRequest, explanation_id: str) -> HttpResponse:
-    """One explanation's section alone, which the page swaps in place of the one it shows."""
+    """One explanation's section alone, which the page swaps in place of the one it shows, with
+    its token's chip (tint) and the panel's count."""
     explanation = owned_explanation(request, explanation_id)
-    return _panel(request, [explanation], template="explanations/panel.html#sections")
+    response = _section(request, explanation)
+    return panel_answer(request, response, explanation.snapshot.conversation)
+
+
+def _section(request: HttpRequest, explanation: Explanation) -> HttpResponse:
+    context = {**panel_context([explanation]), "nested": request.GET.get("nested") == "1"}
+    return render(request, "explanations/panel.html#sections", context)
+
+
+@require_GET
+def close(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """Close open explanations (`?ids=`): the page drops the section; the answer is its token's
+    chip without the outline and the URL without the ids."""
+    conversation = owned(request, conversation_id)
+    after = PageState.of(request).closing(parse_ids(request.GET.get("ids", "")))
+    return panel_answer(request, HttpResponse(""), conversation, after)
 
 
 @require_GET
@@ -84,6 +119,7 @@ def compare_with(request: HttpRequest, explanation_id: str, snapshot_id: str) ->
         **panel_context([theirs]),
         "e": explanation,
         "mine_sections": sections([explanation]),
+        "nested": True,
     }
     return render(request, "explanations/compare.html#side", context)
 
@@ -96,7 +132,8 @@ def cancel_explanation(request: HttpRequest, explanation_id: str) -> HttpRespons
         runs.cancel(explanation)
     except ExplainRejected as exc:
         return _panel(request, [], str(exc))
-    return _panel(request, [explanation], template="explanations/panel.html#sections")
+    response = _section(request, explanation)
+    return panel_answer(request, response, explanation.snapshot.conversation)
 
 
 @require_POST
@@ -124,6 +161,10 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
 
 
 def _thread(request: HttpRequest, snapshot: Snapshot) -> HttpResponse:
-    """The thread of the branch the snapshot ends, as the conversation page renders it."""
-    context = page_context(request, snapshot.conversation, at=str(snapshot.leaf_id))
-    return render(request, "chat/conversation.html#thread", context)
+    """The thread of the branch the snapshot ends, as the conversation page renders it; a plain
+    form post (no script) goes to the page."""
+    conversation = snapshot.conversation
+    context = page_context(request, conversation, at=str(snapshot.leaf_id))
+    if not getattr(request, "htmx", False):
+        return page_redirect(conversation, state_of(context))
+    return thread_answer(request, conversation, "chat/conversation.html#thread", context)

@@ -11,6 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 from nlaweb.explanations import with_source
 from nlaweb.explanations.owned import owned_explanation
 from nlaweb.explanations.request import ExplainRejected
+from nlaweb.thread.state import PageState
+from nlaweb.thread.updates import panel_answer
 from workers.contracts import STAGES
 
 TEMPLATE = "explanations/with_source.html"
@@ -37,4 +39,6 @@ def explain_with(request: HttpRequest, explanation_id: str) -> HttpResponse:
         "view": with_source.side_by_side(explanation, [theirs]),
         "stages": STAGES[:-1],
     }
-    return render(request, f"{TEMPLATE}#side", context)
+    response = render(request, f"{TEMPLATE}#side", context)
+    after = PageState.of(request).adding([theirs.pk])
+    return panel_answer(request, response, explanation.snapshot.conversation, after)

@@ -22,6 +22,8 @@ from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOper
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 
+from nlaweb.middleware.htmx import with_problem
+
 log = logging.getLogger(__name__)
 
 #: What reading a form can raise besides RequestDataTooBig: Django's BadRequest (a urlencoded body
@@ -97,7 +99,7 @@ def _answer(request: HttpRequest, status: int, sentence: str) -> HttpResponse:
         return JsonResponse({"error": code, "detail": sentence}, status=status)
     json_body = _textual(request.content_type) and request.content_type != URLENCODED
     if request.headers.get("HX-Request") == "true" or json_body or _accepts_json(request):
-        return JsonResponse({"error": sentence}, status=status)
+        return with_problem(request, JsonResponse({"error": sentence}, status=status), sentence)
     return HttpResponse(sentence, status=status, content_type="text/plain; charset=utf-8")
 
 

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
 from nlaweb.jobs.broker import QueueUnavailable
+from nlaweb.middleware.htmx import with_problem
 
 log = logging.getLogger(__name__)
 
@@ -61,4 +62,6 @@ def unavailable(request: HttpRequest, sentence: str) -> HttpResponse:
         page = render_to_string("unavailable.html", {"sentence": sentence})
         response = HttpResponse(page, status=503)
     response["Retry-After"] = str(RETRY_AFTER_S)
-    return response
+    # What was asked may have been saved (a click or a message whose job could not be sent yet):
+    # the page reads its thread again.
+    return with_problem(request, response, sentence, reread=True)

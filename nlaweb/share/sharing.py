@@ -16,8 +16,9 @@ from nlaweb.explanations.request import explained_rows
 from nlaweb.share.models import COMMENT_MAX_CHARS, Share
 from nlaweb.share.revisions import source_revisions
 from nlaweb.sources.configured import get_source
-from nlaweb.thread.panel import Section, opened, parse_open, section
+from nlaweb.thread.panel import Section, opened, section
 from nlaweb.thread.render import snapshot_thread
+from nlaweb.thread.state import parse_ids
 from nlaweb.thread.view import ThreadView, shown_leaf, thread_view
 
 #: Longest link-preview description.
@@ -194,8 +195,8 @@ def shared_page(share: Share, open_raw: str = "") -> SharedPage:
         paragraphs = pinned.paragraphs
         if share.pinned_paragraph < len(paragraphs):
             paragraph = paragraphs[share.pinned_paragraph]
-    by_id = {e.pk: e for e in explained.values()}
-    opened = [by_id[i] for i in parse_open(open_raw) if i in by_id]
+    by_id = {str(e.pk): e for e in explained.values()}
+    opened = [by_id[i] for i in parse_ids(open_raw) if i in by_id]
     if not opened and pinned is not None:
         opened = [pinned]
     thread = snapshot_thread(share.snapshot, explained)
@@ -213,7 +214,7 @@ def suggested_pin(
     """The position of the first explanation the owner's page has open (its `open` ids), if it is
     one a share would include: what they were looking at is what they mean to pin."""
     position_of = {e.prefix_hash: p for p, e in rows.items()}
-    for row in opened(conversation, open_raw):
+    for row in opened(conversation, parse_ids(open_raw)):
         if row.prefix_hash in position_of:
             return position_of[row.prefix_hash]
     return None

@@ -13,5 +13,6 @@ urlpatterns = [
     path("s/<slug:share_id>", views.share_view, name="share_view"),
     path("s/<slug:share_id>/embed", views.share_embed, name="share_embed"),
     path("s/<slug:share_id>/explanations/<int:position>", views.share_panel, name="share_panel"),
+    path("s/<slug:share_id>/close", views.share_close, name="share_close"),
     path("s/<slug:share_id>/copy", views.share_copy, name="share_copy"),
 ]

@@ -43,6 +43,8 @@ from nlaweb.share.transfer import (
     parse_document,
 )
 from nlaweb.thread.panel import panel_context
+from nlaweb.thread.state import PageState, parse_ids
+from nlaweb.thread.updates import chips_update, respond
 
 
 def _owned(request: HttpRequest, conversation_id: str) -> Conversation:
@@ -178,8 +180,43 @@ def share_panel(request: HttpRequest, share_id: str, position: int) -> HttpRespo
     if explanation is None:
         raise Http404
     frozen = frozen_explanations(share)  # the generic flag counts the link's rows only
-    context = {**panel_context([explanation], scope=frozen), "readonly": True}  # no owner's actions
-    return render(request, "explanations/panel.html", context)
+    context = {
+        **panel_context([explanation], scope=frozen),
+        "readonly": True,  # no owner's actions
+        "share_id": share.id,
+    }
+    response = render(request, "explanations/panel.html", context)
+    return _share_answer(request, share, response, PageState().opening([explanation.pk]))
+
+
+@require_GET
+def share_close(request: HttpRequest, share_id: str) -> HttpResponse:
+    """A reader closed the open explanation: its chip without the outline, the URL without it."""
+    try:
+        share = live_share(share_id)
+    except ShareGone:
+        raise Http404 from None
+    after = PageState.of(request).closing(parse_ids(request.GET.get("ids", "")))
+    return _share_answer(request, share, HttpResponse(""), after)
+
+
+def _share_answer(
+    request: HttpRequest, share: Share, response: HttpResponse, after: PageState
+) -> HttpResponse:
+    """`response` with the chips whose outline moved and the URL of the page (view or embed)."""
+    before = shared_page(share, ",".join(PageState.of(request).open))
+    now = shared_page(share, ",".join(after.open)).open if after.open else []
+    update = chips_update(before.thread, before.open_prefixes, {e.prefix_hash for e in now}, after)
+    embed = reverse("share_embed", args=[share.id])
+    current = getattr(request, "htmx", None) and request.htmx.current_url_abs_path  # type: ignore[attr-defined]
+    path = (
+        embed
+        if current and current.split("?")[0] == embed
+        else reverse("share_view", args=[share.id])
+    )
+    return respond(
+        request, response, update, path, readonly=True, pinned_position=share.pinned_position
+    )
 
 
 @require_POST

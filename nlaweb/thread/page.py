@@ -16,6 +16,7 @@ from nlaweb.chat.starters import starters_for
 from nlaweb.explanations.with_source import split_open
 from nlaweb.sources.configured import build_figures, get_source
 from nlaweb.thread.panel import opened, panel_context
+from nlaweb.thread.state import PageState
 from nlaweb.thread.view import shown_leaf, thread_view
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
@@ -27,14 +28,17 @@ def page_context(
     error: str = "",
     at: str | None = None,
 ) -> dict[str, object]:
-    """The page's context; the URL's `at`, `open` and `tpl` say which branch shows, which
-    explanations are open and whether template tokens show, so a reload or a copied link shows
-    the same page. After a POST the branch is the conversation's (new) head."""
+    """The page's context; its URL's state (nlaweb/thread/state.py: `at`, `open`, `tpl`) says
+    which branch shows, which explanations are open and whether template tokens show, so a reload
+    or a copied link shows the same page. After a POST the branch is the conversation's (new)
+    head; `state` in the context is the URL of what it shows."""
     source = get_source(conversation.source_id)
+    state = PageState.of(request)
     at = at or (request.GET.get("at") if request.method == "GET" else None)
     view = thread_view(conversation, shown_leaf(conversation, at))
     prefixes = set(prefix_hashes(view.snapshot.token_ids)) if view.snapshot else set()
-    shown, beside = split_open(opened(conversation, request.GET.get("open", ""), prefixes))
+    rows = opened(conversation, state.open, prefixes)
+    shown, beside = split_open(rows)
     panel = panel_context(shown)
     return {
         "view": view,
@@ -50,5 +54,6 @@ def page_context(
         "panel": panel,
         "beside": beside,  # rows of other sources shown beside a section (explain with…)
         "open_prefixes": {s.e.prefix_hash for s in panel["sections"]},
-        "show_template": request.GET.get("tpl") == "1",
+        "show_template": state.tpl,
+        "state": state.showing(view.leaf.pk if view.leaf else "").opening(e.pk for e in rows),
     }

@@ -15,7 +15,6 @@ from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import explained_rows
 from nlaweb.sources.configured import build_figures, get_source
 from workers.contracts import STAGES, in_line
-from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 ROLE_WORDS = {"user": "user message", "assistant": "assistant reply", "system": "system prompt"}
 
@@ -117,27 +116,14 @@ def sections(
     ]
 
 
-def parse_open(raw: str) -> list[uuid.UUID]:
-    """The explanation ids of an `open` query value, in order, each once; anything that is not an
-    id is ignored (a hand-edited link still opens the page), at most one request's worth."""
-    ids: list[uuid.UUID] = []
-    for part in raw.split(","):
-        try:
-            value = uuid.UUID(part.strip())
-        except ValueError:
-            continue
-        if value not in ids:
-            ids.append(value)
-    return ids[:MAX_POSITIONS_PER_REQUEST]
-
-
 def opened(
-    conversation: Conversation, raw: str, prefixes: Collection[str] | None = None
+    conversation: Conversation, ids: Iterable[str], prefixes: Collection[str] | None = None
 ) -> list[Explanation]:
-    """The rows `raw` names that belong to this conversation, in the order named; with `prefixes`
+    """The rows `ids` names (an `open=` link's, nlaweb.thread.state.parse_ids) that belong to this
+    conversation, in the order named; with `prefixes`
     (the token-prefix hashes of the thread on screen), only rows of those prefixes: a row of another
     branch at the same position explains another token and stays closed."""
-    wanted = parse_open(raw)
+    wanted = [uuid.UUID(i) for i in ids]
     rows = {
         e.pk: e
         for e in Explanation.objects.select_related("snapshot").filter(
@@ -148,6 +134,14 @@ def opened(
     if prefixes is None:
         return shown
     return [e for e in shown if e.prefix_hash in prefixes]
+
+
+def batch_status(sections: list[Explanation]) -> str:
+    """ "2 of 3 finished" when the panel shows several sections, else ""."""
+    if len(sections) < 2:
+        return ""
+    finished = sum(e.status not in (e.Status.QUEUED, e.Status.RUNNING) for e in sections)
+    return f"{finished} of {len(sections)} finished"
 
 
 def panel_context(
@@ -164,4 +158,5 @@ def panel_context(
         "source": get_source(source_id),
         "figures": build_figures(source_id) if explanations else {},
         "stages": STAGES[:-1],
+        "batch_status": batch_status(explanations),
     }

@@ -1,7 +1,8 @@
 // Sharing, on three kinds of page:
 // - the shared page and its embed ([data-share-root]): a click (or Enter) on a tinted token shows the
 //   explanation frozen into the link (server-rendered panel, GET, no GPU work); untinted tokens have
-//   none and are not buttons. The URL keeps what is open (?open=<explanation id>), as on the owner's page.
+//   none and are not buttons. The server's answer outlines the open token and writes ?open=<explanation
+//   id> in the URL (HX-Replace-Url), as on the owner's page; closing the section is its own request.
 // - the owner's conversation page: the Share link carries the branch shown (?at=) and the open
 //   explanations, so the branch and the token being read are what gets shared and pinned.
 // - the list of shared links: copy buttons, and a confirmation before revoking.
@@ -10,23 +11,9 @@
   const root = () => document.querySelector("[data-share-root]");
   const TOKEN = "[data-share-root] .tok.explained[data-position]";
 
-  function markOpen(position) {
-    document.querySelectorAll("[data-share-root] .tok[data-position]").forEach((t) => {
-      t.classList.toggle("open", t.dataset.position === position);
-    });
-  }
-
-  function syncUrl() {
-    const ids = [...document.querySelectorAll("#panel [data-explanation-id]")]
-      .map((s) => s.dataset.explanationId);
-    const query = ids.length ? `?open=${ids.join(",")}` : "";
-    history.replaceState(history.state, "", location.pathname + query + location.hash);
-  }
-
   function showPanel(token) {
     const url = root().dataset.panelBase.replace(/\/0$/, `/${token.dataset.position}`);
-    markOpen(token.dataset.position);
-    htmx.ajax("GET", url, { source: token, target: "#panel", swap: "innerHTML" }).then(syncUrl);
+    htmx.ajax("GET", url, { source: token, target: "#panel", swap: "innerHTML" });
   }
 
   document.addEventListener("click", (event) => {
@@ -34,13 +21,6 @@
     if (token) {
       event.preventDefault();
       showPanel(token);
-      return;
-    }
-    const close = event.target.closest?.('[data-share-root] [data-role="close-section"]');
-    if (close) {
-      close.closest("[data-explanation-id]")?.remove();
-      markOpen(null);
-      syncUrl();
       return;
     }
     const share = event.target.closest?.('a[data-role="share"]');

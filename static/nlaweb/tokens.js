@@ -85,4 +85,12 @@
   document.addEventListener("htmx:afterRequest", (event) => {
     if (event.detail.elt === form() && event.detail.successful) clear();
   });
+  // An answer that re-renders a chip out of band (its tint changed) keeps it in the selection.
+  document.addEventListener("htmx:oobAfterSwap", () => {
+    if (!form()) return;
+    const kept = new Set([...part("positions").querySelectorAll("input")].map((i) => i.value));
+    document.querySelectorAll(TOKEN).forEach((token) => {
+      if (kept.has(token.dataset.position)) mark(token, true);
+    });
+  });
 })();

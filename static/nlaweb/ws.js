@@ -1,13 +1,12 @@
 // The one small websocket script: listens to the conversation's frames and updates the page in place.
 // Text always goes through textContent (never innerHTML), so model output cannot inject markup.
-// Finished states are re-rendered by the server, so a reload shows exactly the same.
-// The URL keeps what is open (?open=<explanation ids>&tpl=1), so a reload or a copied link shows the
-// same panel; every explained token is tinted by its confidence.
+// Finished states are re-rendered by the server, so a reload shows exactly the same. The server also
+// owns the page's state: its answers carry the tokens' tints and outlines (out-of-band swaps), the
+// panel's count and the URL (HX-Replace-Url; nlaweb/thread/updates.py); this script computes none.
 (() => {
   "use strict";
   // A test may set window.NLAWEB_SAFETY_POLL_MS to prove that frames alone bring every result in.
   const SAFETY_POLL_MS = () => window.NLAWEB_SAFETY_POLL_MS || 3000;
-  const TINTS = ["explained", "high", "medium", "low", "unscored", "pending"];
   let root = null;
   let socket = null;
   let backoff = 500;
@@ -155,58 +154,6 @@
     setTimeout(safetyPoll, SAFETY_POLL_MS());
   }
 
-  // The panel's finished sections tint their tokens, the open ones are outlined, a batch says how
-  // many of its sections are finished, and the URL names what is open.
-  // Sections and tokens are matched by their token prefix (data-prefix, a hash of the token ids up to
-  // and including the token), never by position: after a branch switch the same position holds
-  // another token, and a section of the other branch is closed rather than pinned onto it.
-  function syncPage() {
-    // Sections of another branch shown side by side (compare) are not this thread's tokens; another
-    // source's reading of an open token (explain with…) is in the link but tints nothing.
-    const thread = new Set([...document.querySelectorAll("#thread .tok[data-prefix]")]
-      .map((t) => t.dataset.prefix));
-    const linked = [...document.querySelectorAll("#panel [data-explanation-id]")]
-      .filter((s) => !s.closest(".compare-side"))
-      .filter((s) => {
-        if (!s.dataset.prefix || thread.size === 0 || thread.has(s.dataset.prefix)) return true;
-        s.remove();
-        return false;
-      });
-    const sections = linked.filter((s) => !s.closest(".source-side"));
-    const open = new Set(sections.map((s) => s.dataset.prefix));
-    document.querySelectorAll("#thread .tok[data-prefix]").forEach((token) => {
-      token.classList.toggle("open", open.has(token.dataset.prefix));
-    });
-    sections.forEach((s) => {
-      const token = document.querySelector(`#thread .tok[data-prefix="${s.dataset.prefix}"]`);
-      if (!token) return;
-      const tint = s.dataset.status === "done" ? s.dataset.confidence || "unscored"
-        : isUnfinished(s) ? "pending" : null;
-      if (!tint) return;
-      token.classList.remove(...TINTS);
-      token.classList.add("explained", tint);
-    });
-    const status = document.querySelector('#panel [data-role="batch-status"]');
-    if (status) {
-      const finished = sections.filter((s) => !isUnfinished(s)).length;
-      status.textContent = `${finished} of ${sections.length} finished`;
-    }
-    syncUrl(linked.map((s) => s.dataset.explanationId));
-  }
-
-  // Written by hand rather than with URLSearchParams, so the ids' commas stay readable in the link.
-  function syncUrl(openIds) {
-    const toggle = document.querySelector('[data-role="show-template"]');
-    const thread = document.getElementById("thread");
-    const parts = thread && thread.dataset.leaf ? [`at=${thread.dataset.leaf}`] : [];
-    if (openIds.length) parts.push(`open=${openIds.join(",")}`);
-    if (toggle && toggle.checked) parts.push("tpl=1");
-    const target = location.pathname + (parts.length ? `?${parts.join("&")}` : "") + location.hash;
-    if (target !== location.pathname + location.search + location.hash) {
-      history.replaceState(history.state, "", target);
-    }
-  }
-
   function applyHeldStates() {
     document.querySelectorAll("#panel [data-explanation-id]").forEach((el) => {
       applyExplanation(el.dataset.explanationId);
@@ -215,22 +162,15 @@
     if (thread && thread.dataset.generating) applyReply(thread.dataset.generating);
   }
 
+  // Template tokens fold and unfold at once; the toggle's own request (hx-get) writes tpl= in the URL.
   document.addEventListener("change", (event) => {
     if (!event.target.matches?.('[data-role="show-template"]')) return;
     root.classList.toggle("show-template", event.target.checked);
-    syncPage();
-  });
-  document.addEventListener("click", (event) => {
-    const close = event.target.closest?.('[data-role="close-section"], [data-role="close-with"]');
-    if (!close) return;
-    const closing = close.dataset.role === "close-with" ? ".by-source" : "[data-explanation-id]";
-    close.closest(closing).remove();
-    syncPage();
   });
 
-  // A 503 (queue or database down) or another refused request: htmx does not swap error answers,
-  // so say the server's sentence in a banner. The click or message was saved when the queue was
-  // the problem, so the thread is read again.
+  // A refused request: htmx swaps no error answer, so its sentence goes in a banner. The server
+  // names it (HX-Trigger "nlaweb:problem", nlaweb/middleware/htmx.py) and says when the thread is
+  // to be read again (the click or message was saved though its job could not be sent).
   function showProblem(text) {
     let banner = document.getElementById("problem");
     if (!banner) {
@@ -243,12 +183,19 @@
     banner.textContent = text;
   }
 
+  document.addEventListener("nlaweb:problem", (event) => {
+    showProblem(event.detail.message);
+    if (root && event.detail.reread) refreshThread();
+  });
+  // An answer the server did not word (a proxy's 502, a lost connection).
   document.addEventListener("htmx:responseError", (event) => {
     const xhr = event.detail.xhr;
-    let sentence = `The server could not answer (${xhr.status}); try again in a moment.`;
-    try { sentence = JSON.parse(xhr.responseText).error || sentence; } catch { /* an HTML page */ }
-    showProblem(sentence);
-    if (root && xhr.status === 503) refreshThread();
+    if (!xhr.getResponseHeader("HX-Trigger")) {
+      showProblem(`The server could not answer (${xhr.status}); try again in a moment.`);
+    }
+  });
+  document.addEventListener("htmx:sendError", () => {
+    showProblem("The server could not be reached; try again in a moment.");
   });
   document.addEventListener("htmx:afterRequest", (event) => {
     if (event.detail.successful) document.getElementById("problem")?.remove();
@@ -258,13 +205,11 @@
     root = document.querySelector("[data-conversation-ws]");
     if (!root) return;
     connect();
-    syncPage();
     setTimeout(safetyPoll, SAFETY_POLL_MS());
   });
   document.addEventListener("htmx:afterSwap", () => {
     lastFrameAt = Date.now();
     if (!root) return;
     applyHeldStates();
-    syncPage();
   });
 })();

@@ -121,6 +121,7 @@ def test_a_reload_brings_back_the_open_explanation_and_the_tinted_words(page: Pa
     tint = row.confidence or "unscored"
     expect(token).to_have_class(_classes("explained", tint, "open"))
     expect(page.locator('#panel [data-role="metrics-help"] summary')).to_be_visible()
+    expect(page).to_have_url(re.compile(f"open={explanation_id}"))  # the answer's HX-Replace-Url
     assert _open_ids(page) == [explanation_id]
     screenshot(page, "explained")
 
@@ -136,7 +137,7 @@ def test_a_reload_brings_back_the_open_explanation_and_the_tinted_words(page: Pa
     # Closing the section takes it out of the URL; the tint stays, as the row does.
     restored.locator('[data-role="close-section"]').click()
     expect(page.locator("#panel .explanation")).to_have_count(0)
-    assert "open=" not in page.url
+    expect(page).not_to_have_url(re.compile("open="))
     expect(token).to_have_class(_classes("explained", tint))
 
 
@@ -162,7 +163,7 @@ def test_messages_read_as_prose_and_template_tokens_unfold_on_request(page: Page
 
     page.get_by_label("show template tokens").check()
     expect(page.locator("article.message.user .tok.tpl").first).to_be_visible()
-    assert parse_qs(urlparse(page.url).query).get("tpl") == ["1"]
+    expect(page).to_have_url(re.compile(r"[?&]tpl=1"))  # the toggle's answer writes the URL
     screenshot(page, "template-tokens-shown")
     page.reload()
     expect(page.get_by_label("show template tokens")).to_be_checked()
@@ -172,7 +173,7 @@ def test_messages_read_as_prose_and_template_tokens_unfold_on_request(page: Page
     expect(page.locator("#panel .explanation .where")).to_contain_text("template token")
     page.get_by_label("show template tokens").uncheck()
     expect(page.locator("article.message.user .tok.tpl").first).to_be_hidden()
-    assert "tpl=" not in page.url
+    expect(page).not_to_have_url(re.compile(r"tpl="))  # the toggle's answer writes the URL
 
 
 def test_the_composer_sends_on_enter_and_breaks_lines_on_shift_enter(page: Page, stack):

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from nlaweb.chat.models import Conversation
+from nlaweb.middleware.form_body import NOT_UTF8
 from nlaweb.share.sharing import create_share, revoke_share
 from tests.browser.pages import _conversation_id, _send, _start_conversation, screenshot
 
@@ -129,3 +130,38 @@ def test_the_api_keys_page_has_a_copy_button_and_a_revoked_link_sends_a_stranger
     expect(stranger.get_by_role("link", name="Start a conversation of your own")).to_be_visible()
     screenshot(stranger, "revoked-link-stranger")
     stranger.close()
+
+
+def test_a_refused_request_shows_the_servers_sentence_in_the_banner_and_keeps_the_page(
+    page: Page, stack
+):
+    """The server words the refusal (HX-Trigger nlaweb:problem); the page shows it as it is. The
+    browser sends real bytes that are not UTF-8 (the request's body is rewritten on its way)."""
+    # The test stack runs with DEBUG=1, where django-htmx's debug script shows a 400 answer as the
+    # whole page; production (DEBUG off) has no such script. Stop its event, as production would.
+    page.add_init_script(
+        'window.addEventListener("htmx:beforeOnLoad", (e) => {'
+        " if (e.detail.xhr.status === 400) e.stopPropagation(); }, true);"
+    )
+    _start_conversation(page, stack)
+
+    def latin1(route):
+        body = route.request.post_data_buffer or b""
+        rewritten = re.sub(rb"Hello(\+|%20)there", b"caf%E9", body)
+        assert rewritten != body, body  # the text was found and rewritten
+        return route.continue_(post_data=rewritten)
+
+    page.route(re.compile(r"/send$"), latin1)
+    page.locator("#composer textarea").fill("Hello there")
+    with page.expect_response(re.compile(r"/send$")) as answered:
+        page.get_by_role("button", name="Send").click()
+    assert answered.value.status == 400
+    banner = page.locator("#problem")
+    expect(banner).to_have_text(NOT_UTF8)
+    expect(banner).to_have_attribute("role", "alert")
+    screenshot(page, "refused-not-utf8")
+    assert not Conversation.objects.get(pk=_conversation_id(page)).messages.exists()
+    page.unroute(re.compile(r"/send$"))
+    _send(page, "Hello there")  # the next request that succeeds takes the banner away
+    expect(page.locator("article.message.user")).to_contain_text("Hello there")
+    expect(banner).to_have_count(0)

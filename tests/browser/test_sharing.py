@@ -152,7 +152,7 @@ def test_a_finding_shared_with_a_pinned_token_opens_in_a_fresh_browser_without_c
     assert len(requests) == 1 and requests[0].endswith(
         f"/explanations/{Explanation.objects.get(pk=other_id).position}"
     )
-    assert f"open={other_id}" in reader.url
+    expect(reader).to_have_url(re.compile(f"open={other_id}"))  # the answer's HX-Replace-Url
     reader.reload()
     expect(reader.locator("#panel .explanation")).to_have_attribute("data-explanation-id", other_id)
     narrow = fresh(800)

@@ -60,8 +60,8 @@ def test_the_other_branchs_row_at_the_same_position_neither_tints_nor_opens(owne
     }
     assert chips[ANIMAL].explained is None
     assert chips[ANIMAL].prefix == prefix_hashes(zebra.token_ids)[ANIMAL] != row.prefix_hash
-    assert opened(zebra.conversation, str(row.id), set(prefix_hashes(zebra.token_ids))) == []
-    assert opened(zebra.conversation, str(row.id), set(prefix_hashes(dog.token_ids))) == [row]
+    assert opened(zebra.conversation, [str(row.id)], set(prefix_hashes(zebra.token_ids))) == []
+    assert opened(zebra.conversation, [str(row.id)], set(prefix_hashes(dog.token_ids))) == [row]
 
 
 def test_a_link_naming_the_other_branchs_row_opens_nothing_on_this_branch(owner):

@@ -60,17 +60,21 @@ def _filled(value: Any, params: dict[str, Any]) -> Any:
 #: Doors to one conversation's data: a stranger gets 404 at each, whatever they send.
 DOORS: dict[str, list[Knock]] = {
     "c/<uuid:conversation_id>/": [Knock()],
-    "c/<uuid:conversation_id>/send": [Knock("post", {"content": "hello"})],
-    "c/<uuid:conversation_id>/branch": [Knock("post", {"to": "<message_id>"})],
+    "c/<uuid:conversation_id>/send": [Knock("post", {"content": "hello"}, owner_gets=303)],
+    "c/<uuid:conversation_id>/branch": [Knock("post", {"to": "<message_id>"}, owner_gets=303)],
     "c/<uuid:conversation_id>/m/<uuid:message_id>/edit": [Knock()],
-    "c/<uuid:conversation_id>/m/<uuid:message_id>/save": [Knock("post", {"content": "mine now"})],
-    "c/<uuid:conversation_id>/m/<uuid:message_id>/regenerate": [
-        Knock("post", {"temperature": "0.7", "seed": "3"})
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/save": [
+        Knock("post", {"content": "mine now"}, owner_gets=303)
     ],
-    "c/<uuid:conversation_id>/m/<uuid:message_id>/continue": [Knock("post")],
-    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/explain": [Knock("post", {"position": "3"})],
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/regenerate": [
+        Knock("post", {"temperature": "0.7", "seed": "3"}, owner_gets=303)
+    ],
+    "c/<uuid:conversation_id>/m/<uuid:message_id>/continue": [Knock("post", owner_gets=303)],
+    "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/explain": [
+        Knock("post", {"position": "3"}, owner_gets=303)
+    ],
     "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/explain-all": [
-        Knock("post")
+        Knock("post", owner_gets=303)
     ],
     "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table": [Knock()],
     "c/<uuid:conversation_id>/s/<uuid:snapshot_id>/m/<uuid:message_id>/table.csv": [Knock()],
@@ -83,7 +87,9 @@ DOORS: dict[str, list[Knock]] = {
     ],
     "explanations/<uuid:explanation_id>/sources": [Knock()],
     "explanations/<uuid:explanation_id>/with": [Knock("post", {"source": "smollm2-demo-l5"})],
-    "runs/<uuid:run_id>/cancel": [Knock("post")],
+    "runs/<uuid:run_id>/cancel": [Knock("post", owner_gets=303)],
+    "c/<uuid:conversation_id>/close": [Knock()],
+    "c/<uuid:conversation_id>/state": [Knock()],
     "c/<uuid:conversation_id>/share": [Knock(), Knock("post", {"pin": "2"}, owner_gets=302)],
     "c/<uuid:conversation_id>/export": [Knock()],
     "shares/<slug:share_id>/revoke": [Knock("post", owner_gets=302)],
@@ -115,6 +121,7 @@ PUBLIC: dict[str, str] = {
     "s/<slug:share_id>": _BY_LINK,
     "s/<slug:share_id>/embed": _BY_LINK,
     "s/<slug:share_id>/explanations/<int:position>": _BY_LINK,
+    "s/<slug:share_id>/close": _BY_LINK,
     "s/<slug:share_id>/copy": _BY_LINK + ", into the visitor's own account",
     "accounts/signup/": "account pages",
     "accounts/login/": "account pages",

@@ -135,10 +135,12 @@ def test_sending_from_a_shown_branch_appends_to_that_branch(owner):
 def test_the_views_answer_with_the_chat_and_a_readable_error(owner, stranger):
     conversation, user, reply = _chat(owner)
     url = reverse("regenerate", args=[conversation.id, reply.id])
-    page = owner.client.post(url, {"temperature": "hot", "seed": "1"}).content.decode()
+    page = owner.client.post(url, {"temperature": "hot", "seed": "1"}, HTTP_HX_REQUEST="true")
+    page = page.content.decode()
     assert "Temperature must be a number between 0 and 2." in page
     assert Message.objects.count() == 2
-    page = owner.client.post(url, {"temperature": "0.7", "seed": "5"}).content.decode()
+    page = owner.client.post(url, {"temperature": "0.7", "seed": "5"}, HTTP_HX_REQUEST="true")
+    page = page.content.decode()
     assert "temperature 0.7 · seed 5" in page  # the sampling shows from the start
     assert Message.objects.filter(origin="regenerated", seed=5).exists()
     editor = owner.client.get(reverse("editor", args=[conversation.id, user.id])).content.decode()

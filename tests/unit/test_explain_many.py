@@ -129,7 +129,9 @@ def test_the_explain_view_takes_several_positions_and_renders_one_section_each(
     snapshot = _snapshot(conversation)
     with django_capture_on_commit_callbacks() as callbacks:
         response = owner.client.post(
-            reverse("explain", args=[conversation.id, snapshot.id]), {"position": ["7", "3"]}
+            reverse("explain", args=[conversation.id, snapshot.id]),
+            {"position": ["7", "3"]},
+            HTTP_HX_REQUEST="true",
         )
     html = response.content.decode()
     first, second = Explanation.objects.order_by("position")
@@ -158,7 +160,8 @@ def test_the_explain_view_takes_several_positions_and_renders_one_section_each(
 def test_the_explain_view_answers_a_bad_selection_with_its_sentence(owner, posted, sentence):
     conversation = start_conversation(owner.user)
     snapshot = _snapshot(conversation)
-    response = owner.client.post(reverse("explain", args=[conversation.id, snapshot.id]), posted)
+    url = reverse("explain", args=[conversation.id, snapshot.id])
+    response = owner.client.post(url, posted, HTTP_HX_REQUEST="true")
     html = response.content.decode()
     assert 'role="alert"' in html and sentence in html
     assert "<section" not in html

@@ -4,6 +4,7 @@ that refuses connections; the database that is down is this test's connection po
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,6 +89,9 @@ def test_a_click_while_the_queue_is_down_is_a_503_at_once_and_the_sweeper_sends_
     assert response.status_code == 503
     assert response.json() == {"error": jobs.UNSENT[TASK_EXPLAIN]}
     assert response["Retry-After"] == "30"
+    # The page's banner says it, and the thread is read again: the rows were saved.
+    problem = {"message": jobs.UNSENT[TASK_EXPLAIN], "reread": True}
+    assert json.loads(response["HX-Trigger"]) == {"nlaweb:problem": problem}
     rows = list(Explanation.objects.order_by("position"))
     assert [(r.position, r.status, r.sent_at) for r in rows] == [
         (3, "queued", None),
@@ -161,6 +165,8 @@ def test_with_the_database_down_pages_json_and_healthz_answer_503_with_a_sentenc
     assert len(connects) == 4
     assert page.status_code == 503 and DATABASE_DOWN in page.content.decode()
     assert (htmx.status_code, htmx.json()) == (503, {"error": DATABASE_DOWN})
+    assert json.loads(htmx["HX-Trigger"])["nlaweb:problem"]["message"] == DATABASE_DOWN
+    assert "HX-Trigger" not in page and "HX-Trigger" not in api
     assert (api.status_code, api.json()) == (503, {"error": DATABASE_DOWN})
     assert health.status_code == 503 and health.json()["database"]["up"] is False
     assert owner.client.get(reverse("conversation", args=[conversation.id])).status_code == 200

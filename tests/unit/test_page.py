@@ -19,7 +19,7 @@ from nlaweb.chat.templatetags.chat_tags import ago
 from nlaweb.chat.tokens import content_range, in_context, message_tokens
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.request import ExplainSettings, request_explanations
-from nlaweb.thread.panel import parse_open
+from nlaweb.thread.state import parse_ids
 
 pytestmark = pytest.mark.django_db
 
@@ -88,11 +88,11 @@ def _done(snapshot: Snapshot, position: int, confidence: str = "high", **fields)
 
 def _page(persona, conversation: Conversation, query: str = "") -> str:
     url = reverse("conversation", args=[conversation.id]) + query
-    return persona.client.get(url).content.decode()
+    return persona.client.get(url, follow=True).content.decode()
 
 
 def _token_classes(page: str, position: int) -> str:
-    found = re.search(rf'class="([^"]*)" data-position="{position}"', page)
+    found = re.search(rf'class="([^"]*)"[^>]*\sdata-position="{position}"', page)
     assert found, f"no token {position} on the page"
     return found.group(1)
 
@@ -137,7 +137,8 @@ def test_template_tokens_and_the_system_prompt_are_folded_chips_and_words_are_pr
     ).group(0)
     shown = _page(owner, conversation, "?tpl=1")
     assert re.search(r'<div class="layout show-template"', shown)
-    assert 'id="show-template" data-role="show-template" checked' in shown
+    assert re.search(r'id="show-template"[^>]*value="1" checked', shown)
+    assert not re.search(r'id="show-template"[^>]*checked', page)
 
 
 def test_explained_tokens_are_tinted_by_confidence_and_in_progress_ones_marked(owner):
@@ -207,8 +208,8 @@ def test_the_url_reopens_the_explanations_it_names_and_outlines_their_tokens(own
 
 def test_the_open_list_is_parsed_forgivingly_and_bounded():
     ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(20)]
-    assert [str(i) for i in parse_open(",".join([ids[0], "x", ids[0], ids[1]]))] == ids[:2]
-    assert len(parse_open(",".join(ids))) == 16
+    assert [str(i) for i in parse_ids(",".join([ids[0], "x", ids[0], ids[1]]))] == ids[:2]
+    assert len(parse_ids(",".join(ids))) == 16
 
 
 def test_the_panel_quotes_its_token_in_context_and_names_the_message(owner):

@@ -122,10 +122,11 @@ def test_explain_all_and_cancel_through_the_views(long_reply, owner, stranger):
     snapshot, reply = long_reply
     url = reverse("explain_message", args=[snapshot.conversation_id, snapshot.id, reply.id])
     assert stranger.client.post(url).status_code == 404
-    page = owner.client.post(url).content.decode()
+    page = owner.client.post(url, HTTP_HX_REQUEST="true").content.decode()
     run = ExplainRun.objects.get()
     assert 'data-role="run-progress"' in page and f"0 / {WORDS} explained" in page
-    cancelled = owner.client.post(reverse("cancel_run", args=[run.pk])).content.decode()
+    cancelled = owner.client.post(reverse("cancel_run", args=[run.pk]), HTTP_HX_REQUEST="true")
+    cancelled = cancelled.content.decode()
     assert f"cancelled: 0 / {WORDS} explained" in cancelled
     row = Explanation.objects.filter(status="cancelled").first()
     assert stranger.client.post(reverse("cancel_explanation", args=[row.pk])).status_code == 404

@@ -122,7 +122,9 @@ def test_a_reader_sees_the_snapshot_the_pin_the_comment_and_the_source_revisions
     assert "Look &lt;b&gt;here&lt;/b&gt;" in page and "<b>here</b>" not in page
     assert 'data-role="pinned-paragraph">Sleep and warmth nearby.</p>' in page
     # The pinned token is highlighted and its explanation open in the panel.
-    assert re.search(r'class="tok ro pinned[^"]*explained high[^"]* open" data-position="8"', page)
+    assert re.search(
+        r'class="tok ro pinned[^"]*explained high[^"]* open"[^>]*\sdata-position="8"', page
+    )
     assert f'data-explanation-id="{found.explanations[8].id}"' in page
     # The pinned paragraph stands out in the panel (styled.js marks paragraph 1 of that explanation).
     pinned = f'<meta name="nlaweb-pinned-paragraph" content="{found.explanations[8].id}:1">'
@@ -131,7 +133,7 @@ def test_a_reader_sees_the_snapshot_the_pin_the_comment_and_the_source_revisions
     assert "/explain" not in page and "token-form" not in page
     assert "/compare" not in page and "/cancel" not in page  # the owner's panel actions
     buttons = re.findall(
-        r'<span role="button" tabindex="0" class="tok ro[^"]*" data-position="(\d+)"', page
+        r'class="tok ro[^"]*"\s+role="button" tabindex="0"\s+data-position="(\d+)"', page
     )
     assert sorted(map(int, buttons)) == [2, 8]
     assert "Copy to my conversations" in page

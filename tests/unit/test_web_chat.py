@@ -94,13 +94,13 @@ def test_clicking_a_token_queues_one_explanation_and_a_second_click_is_a_lookup(
     snapshot = _snapshot(conversation)
     url = reverse("explain", args=[conversation.id, snapshot.id])
     with django_capture_on_commit_callbacks() as first:
-        response = owner.client.post(url, {"position": 7})
+        response = owner.client.post(url, {"position": 7}, HTTP_HX_REQUEST="true")
     explanation = Explanation.objects.get()
     assert (explanation.status, explanation.stage, explanation.position) == ("queued", "queued", 7)
     assert len(first) == 1
     assert f'data-explanation-id="{explanation.id}"' in response.content.decode()
     with django_capture_on_commit_callbacks() as second:
-        owner.client.post(url, {"position": 7})
+        owner.client.post(url, {"position": 7}, HTTP_HX_REQUEST="true")
     assert len(second) == 0
     assert Explanation.objects.count() == 1
 
