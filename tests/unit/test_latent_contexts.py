@@ -47,7 +47,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture
 def sae_dir(tiny: dict[str, Any], settings) -> Path:
-    """The hand-made SAE, written afresh (latent 2 already has contexts), and the sources file."""
+    """The hand-made SAE, written afresh (latent 0 already has contexts), and the sources file."""
     out: Path = tiny["root"] / "sae"
     out.mkdir(exist_ok=True)
     cfg = {
@@ -65,7 +65,7 @@ def sae_dir(tiny: dict[str, Any], settings) -> Path:
         "W_dec": np.ascontiguousarray(encoder.T),
     }
     save_file(weights, str(out / SAE_WEIGHTS))
-    (out / SAE_CONTEXTS).write_text(json.dumps({"latents": {"2": KEPT}}), "utf-8")
+    (out / SAE_CONTEXTS).write_text(json.dumps({"latents": {"0": KEPT}}), "utf-8")
     settings.NLA_SOURCES_FILE, settings.NLA_DEVICE, settings.NLA_DTYPE = (
         tiny["sources"],
         "cpu",
@@ -108,8 +108,8 @@ def test_it_stores_each_latents_top_contexts_and_keeps_those_already_computed(ti
     assert "latent contexts: capturing block-2 activations, text 0/3" in said
     assert "Contexts of 2 latents stored (1 kept as they were)" in said
     stored = json.loads((sae_dir / SAE_CONTEXTS).read_text("utf-8"))["latents"]
-    assert stored["2"] == KEPT
-    for latent in (0, 1):
+    assert stored["0"] == KEPT
+    for latent in (1, 2):
         expected = _expected(tiny, latent)[:2]
         contexts = stored[str(latent)]["contexts"]
         assert [c["token"] for c in contexts] == [token for token, _ in expected]
@@ -125,8 +125,8 @@ def test_force_computes_every_latent_again(tiny, sae_dir):
     said = _run("tiny-sae", "--texts", str(texts), "--per-latent", "1", "--force")
     assert "3 of 3 latents to compute over 3 texts (0 skipped" in said
     stored = json.loads((sae_dir / SAE_CONTEXTS).read_text("utf-8"))["latents"]
-    top = _expected(tiny, 2)[0]
-    [context] = stored["2"]["contexts"]
+    top = _expected(tiny, 0)[0]
+    [context] = stored["0"]["contexts"]
     assert (context["token"], context["activation"]) == (top[0], pytest.approx(top[1], abs=1e-3))
 
 
