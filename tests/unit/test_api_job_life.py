@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
-from nlaweb.api.inputs import job_failure
+from nlaweb.api.inputs import Turn, job_failure, prepare_input
 from nlaweb.api.models import WORKER_LOST, ApiJob
 from nlaweb.jobs.api_store import ApiStore
 from nlaweb.jobs.liveness import api_job_gave_up
@@ -174,3 +175,13 @@ def test_the_workers_heartbeat_keeps_its_job_alive_past_the_timeout(owner, queue
     report = sweep(beat_at + _timeout(settings) - timedelta(seconds=1), queue)
     assert report.api_jobs_requeued == [] and ApiJob.objects.get(pk=job.pk).status == "running"
     assert ApiJob.objects.get(pk=job.pk).heartbeat_at == beat_at
+
+
+def test_an_api_input_waits_on_its_pending_tokenize_job_but_not_on_a_silent_one(owner, settings):
+    turns = [Turn("user", "My cat loves to sleep")]
+    first = prepare_input(owner.user, "tiny", turns, raw=False)
+    assert prepare_input(owner.user, "tiny", turns, raw=False).job_id == first.job_id
+    silent_since = timezone.now() - _timeout(settings) * 2
+    ApiJob.objects.filter(pk=first.job_id).update(status="running", heartbeat_at=silent_since)
+    again = prepare_input(owner.user, "tiny", turns, raw=False)
+    assert again.job_id is not None and again.job_id != first.job_id
