@@ -4,7 +4,7 @@ PostgreSQL under it, at exactly that point (no sleeps, no luck).
 The worker is started by `python -m tests.gated_worker …` with NLAWEB_TEST_GATES=<dir>; in each
 worker process the store is wrapped so that at a gate point (`explain-<stage>` once the rows show
 that stage; `reply-text` once a reply's first text was published; `heartbeat` before a job's
-heartbeat thread writes a beat) the process writes
+heartbeat thread writes a beat; `api-claimed` once an API job's row is running) the process writes
 `reached-<point>-<pid>` and waits while `closed-<point>` exists. A gate with no `closed-` file lets
 jobs through. Test code only: nothing in nlaweb/ or workers/ knows about it."""
 
@@ -56,11 +56,14 @@ def _wait_at(point: str) -> None:
 
 def install() -> None:
     """Hold this worker process's jobs at the gate points: after a stage is stored
-    (`explain-<stage>`), and after a reply's first text is published (`reply-text`). Patches the
+    (`explain-<stage>`), after a reply's first text is published (`reply-text`), and after an API
+    job's row is taken (`api-claimed`). Patches the
     store, the worker's one seam into Django, so nothing heavy (torch) is imported before a job."""
+    from nlaweb.jobs.api_store import ApiStore
     from nlaweb.jobs.django_store import DjangoStore
 
     set_stage, publish, beat = DjangoStore.set_stage, DjangoStore.publish, DjangoStore._beat
+    claim_api_job = ApiStore.claim_api_job
 
     def gated_set_stage(store: DjangoStore, explanation_ids: list[str], stage: str) -> None:
         set_stage(store, explanation_ids, stage)
@@ -76,6 +79,13 @@ def install() -> None:
         _wait_at("heartbeat")
         beat(store)
 
+    def gated_claim_api_job(store: ApiStore, job_id: str) -> Any:
+        taken = claim_api_job(store, job_id)
+        if taken is not None:
+            _wait_at("api-claimed")
+        return taken
+
+    ApiStore.claim_api_job = gated_claim_api_job  # type: ignore[method-assign]
     DjangoStore.set_stage = gated_set_stage  # type: ignore[method-assign]
     DjangoStore._beat = gated_beat  # type: ignore[method-assign]
     DjangoStore.publish = gated_publish  # type: ignore[method-assign]

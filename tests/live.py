@@ -1,7 +1,7 @@
 """A real stack for integration and browser tests: a Celery worker process consuming the gpu queue
 on Redis and a daphne ASGI server, both on the test database and a tiny NLA source; optionally the
 sweeper (Celery beat), and a redis-server and PostgreSQL cluster of the test's own that it may stop
-and start again."""
+and start again (`gated_stack` starts all of it with a gated worker, as the fault tests want)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.gates import ENV as GATES_ENV
+from tests.gates import Gates
 
 REPO = Path(__file__).resolve().parent.parent
 #: Bounds on waiting, far above what a loaded 2-core machine needs: they end a hung run, they do not
@@ -385,3 +388,46 @@ class Timeline:
         lines = [f"timeline: {self.title}"]
         lines += [f"  {at:7.2f} s  {event}" for at, event in self.events]
         return "\n".join(lines)
+
+
+@dataclass
+class GatedStack:
+    """A stack on services of the test's own, whose worker processes stop at tests.gates' points."""
+
+    stack: Stack
+    pg: OwnPostgres
+    redis: OwnRedis
+    gates: Gates
+
+
+@contextmanager
+def gated_stack(
+    sources_file: tuple[Path, str], root: Path, env: dict[str, str], workers: int = 1
+) -> Iterator[GatedStack]:
+    """A PostgreSQL cluster and a redis-server of this test's own (migrated), `workers` gated Celery
+    workers, daphne and the sweeper, on the tiny source of `sources_file` (path, source id) with
+    `env` on top (intervals, limits); every gate opened on the way in and out."""
+    path, source_id = sources_file
+    with own_postgres() as pg, own_redis(root / "redis") as redis:
+        env = {
+            "DATABASE_URL": pg.url,
+            "REDIS_URL": redis.url,
+            "NLA_SOURCES_FILE": str(path),
+            "NLA_DEFAULT_SOURCE": source_id,
+            "REPLY_MAX_NEW_TOKENS": "6",
+            "DEBUG": "1",
+            GATES_ENV: str(root / "gates"),
+            **env,
+        }
+        migrate = [sys.executable, "manage.py", "migrate", "-v0"]
+        subprocess.run(migrate, cwd=REPO, env={**os.environ, **env}, check=True, timeout=300)
+        worker = [sys.executable, "-m", "tests.gated_worker"]
+        with running_stack(
+            env, root, worker_command=worker, sweeper=True, workers=workers
+        ) as stack:
+            gates = Gates(root / "gates")
+            gates.forget()
+            try:
+                yield GatedStack(stack, pg, redis, gates)
+            finally:
+                gates.forget()

@@ -72,19 +72,23 @@ def explain(task: Task, explanation_ids: list[str]) -> None:
         run_explain(store, explanation_ids, engine_for=_engine)
 
 
-@shared_task(name=TASK_TOKENIZE, ignore_result=True)
-def tokenize(job_id: str) -> None:
+@shared_task(name=TASK_TOKENIZE, ignore_result=True, bind=True)
+def tokenize(task: Task, job_id: str) -> None:
     from nlaweb.jobs.api_store import ApiStore
     from workers.tokenize import run_tokenize
 
     _configure_engines()
-    run_tokenize(ApiStore(job_id=tokenize.request.id), job_id)
+    store = ApiStore(job_id=task.request.id)
+    with store.heartbeat():
+        run_tokenize(store, job_id)
 
 
-@shared_task(name=TASK_VECTORS, ignore_result=True)
-def vectors(job_id: str) -> None:
+@shared_task(name=TASK_VECTORS, ignore_result=True, bind=True)
+def vectors(task: Task, job_id: str) -> None:
     from nlaweb.jobs.api_store import ApiStore
     from workers.raw_vectors import run_vectors
 
     _configure_engines()
-    run_vectors(ApiStore(job_id=vectors.request.id), job_id)
+    store = ApiStore(job_id=task.request.id)
+    with store.heartbeat():
+        run_vectors(store, job_id)

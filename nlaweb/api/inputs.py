@@ -12,7 +12,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -26,13 +25,6 @@ from nlaweb.api.waiting import db_async, wait_for
 from nlaweb.chat.models import Conversation, Message, Snapshot
 from nlaweb.jobs.broker import enqueue
 from workers.contracts import TASK_TOKENIZE, api_job_group
-
-
-def abandoned_before() -> datetime:
-    """An API job still running that started before this lost its worker: every job is stopped by
-    its time limit (API jobs carry no heartbeat; the next request makes a new one)."""
-    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
-
 
 #: Worker failures that the request itself caused (a 400, not a 503).
 INPUT_ERRORS = {"InputTooLong", "PositionOutOfRange", "CheckpointIncompatible", "TemplateRefused"}
@@ -81,15 +73,16 @@ def _create(user: User, source_id: str, turns: Sequence[Turn], raw: bool, digest
 
 
 def _tokenize_job(user: User, source_id: str, leaf: Message, raw: bool) -> UUID:
-    """A pending tokenize job of `leaf` (a stale one, whose worker died, does not count), else a
-    new one enqueued after commit."""
+    """A pending tokenize job of `leaf` (one whose worker went silent does not count: the sweeper
+    requeues or fails it), else a new one enqueued after commit."""
+    silent = ApiJob.objects.silent(timezone.now()).values("pk")
     pending = (
         ApiJob.objects.filter(
             kind=ApiJob.Kind.TOKENIZE,
             payload__leaf_id=str(leaf.pk),
             status__in=[ApiJob.Status.QUEUED, ApiJob.Status.RUNNING],
         )
-        .exclude(status=ApiJob.Status.RUNNING, started_at__lt=abandoned_before())
+        .exclude(pk__in=silent)
         .first()
     )
     if pending is not None:

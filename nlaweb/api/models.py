@@ -5,13 +5,17 @@ rate limiter, inputs the API turned into conversations, and jobs whose results a
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models
+from django.db.models import F, Q
 from django.utils import timezone
 
 from nlaweb.api.keys import NewKey, matches, new_key, prefix_of
+from nlaweb.jobs.liveness import api_job_gave_up, gave_up, silent
 
 
 class ApiKeyManager(models.Manager["ApiKey"]):
@@ -116,10 +120,114 @@ class ApiInput(models.Model):
         return f"API input of conversation {self.conversation_id}"
 
 
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+#: `error_code` of a job that workers kept dying on (the API answers it with a 503).
+WORKER_LOST = "WorkerLost"
+
+
+class ApiJobQuerySet(models.QuerySet["ApiJob"]):
+    """Every state change of an API job: send, claim, beat, requeue, give up, finish, fail, cancel.
+    The API, the latents page, the store and the sweeper call these; nothing else updates status."""
+
+    # -- which jobs ---------------------------------------------------------------------------
+    def unsent(self) -> ApiJobQuerySet:
+        """Queued jobs whose message never reached the broker (it was down, or they were requeued)."""
+        return self.filter(status=QUEUED, sent_at__isnull=True)
+
+    def sent_before(self, before: datetime) -> ApiJobQuerySet:
+        """Queued jobs whose message reached the broker before `before` (lost, if none waits)."""
+        return self.filter(status=QUEUED, sent_at__lt=before)
+
+    def silent(self, now: datetime) -> ApiJobQuerySet:
+        """Running jobs whose worker went silent (see nlaweb.jobs.liveness.silent)."""
+        return self.filter(silent(now), status=RUNNING)
+
+    def held_by(self, job_id: str) -> ApiJobQuerySet:
+        """Jobs whose result the worker job `job_id` (a Celery task id) may store: still running
+        it, or handed back by the sweeper and not taken again. A job another worker took since
+        keeps that worker's result: the task id on the row fences one that was taken for dead."""
+        return self.filter(Q(status=RUNNING, job_id=job_id) | Q(status=QUEUED, job_id=""))
+
+    # -- state changes ------------------------------------------------------------------------
+    def mark_sent(self, now: datetime) -> int:
+        """The broker took their message: queued jobs are not the sweeper's to send."""
+        return self.filter(status=QUEUED).update(sent_at=now)
+
+    def claim(self, pk: str, job_id: str, now: datetime) -> ApiJob | None:
+        """Job `pk` taken by the worker job `job_id`: queued, redelivered to the same task id (its
+        process died), or running under a silent worker. Failed instead once JOB_MAX_ATTEMPTS
+        workers died on it (returned with status failed). None when there is nothing to do:
+        finished, or held by a live worker. Call inside a transaction."""
+        job = (
+            self.select_for_update(skip_locked=True)
+            .filter(pk=pk)
+            .filter(
+                Q(status=QUEUED)
+                | Q(status=RUNNING, job_id=job_id)
+                | (Q(status=RUNNING) & silent(now))
+            )
+            .first()
+        )
+        if job is None:
+            return None
+        one = self.filter(pk=job.pk)
+        if gave_up(job.attempts):
+            one.give_up(api_job_gave_up(job.attempts), now)
+        else:
+            one.start(job_id, now)
+        job.refresh_from_db()
+        return job
+
+    def start(self, job_id: str, now: datetime) -> int:
+        """Taken by the worker job `job_id`: running, alive now, one attempt more."""
+        return self.update(
+            status=RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            job_id=job_id,
+        )
+
+    def beat(self, job_id: str, now: datetime) -> int:
+        """The worker job `job_id` is alive: its running jobs say so."""
+        return self.filter(status=RUNNING, job_id=job_id).update(heartbeat_at=now)
+
+    def requeue(self) -> int:
+        """Back to queued and unsent (attempts kept): the sweeper sends it again."""
+        return self.update(status=QUEUED, job_id="", sent_at=None, heartbeat_at=None)
+
+    def give_up(self, error: str, now: datetime) -> int:
+        """Failed for good with `error` (workers kept dying on it)."""
+        return self.update(
+            status=FAILED, error=error, error_code=WORKER_LOST, finished_at=now, job_id=""
+        )
+
+    def finish(self, result: dict[str, Any], now: datetime) -> int:
+        """Store the result on jobs not finished yet (combine with `held_by`)."""
+        return self.filter(status__in=(QUEUED, RUNNING)).update(
+            status=DONE, result=result, finished_at=now
+        )
+
+    def fail(self, error: str, error_code: str, now: datetime) -> int:
+        """Fail jobs not finished yet (combine with `held_by`): a late error never undoes a result."""
+        return self.filter(status__in=(QUEUED, RUNNING)).update(
+            status=FAILED, error=error, error_code=error_code, finished_at=now
+        )
+
+    def cancel(self, error: str, now: datetime) -> int:
+        """Fail the queued ones with `error` (cancelled by their person); running ones go on."""
+        return self.filter(status=QUEUED).update(status=FAILED, error=error, finished_at=now)
+
+
 class ApiJob(models.Model):
     """A worker job of the API whose result is not an Explanation row: tokenizing a conversation,
     explaining raw vectors, scoring a label. Saved queued before it is enqueued; the worker moves
-    it to running, then done with `result` or failed with `error` (one sentence)."""
+    it to running, then done with `result` or failed with `error` (one sentence).
+
+    As with explanations, the row is the truth and the message a hint: `sent_at` says whether its
+    message reached the broker, `heartbeat_at` whether its worker is alive, `attempts` how many
+    workers took it and `job_id` which one holds it; the sweeper (nlaweb/jobs/sweep.py) sends what
+    was never sent or was lost, and requeues or fails what went silent."""
 
     class Kind(models.TextChoices):
         TOKENIZE = "tokenize"
@@ -144,6 +252,16 @@ class ApiJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: When its message last reached the broker; None while queued: not sent yet.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    #: The last sign of life of the worker running it.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    #: How many times a worker took it; one that keeps killing workers fails after JOB_MAX_ATTEMPTS.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    #: The worker job (Celery task id) that took it last: only its result is stored.
+    job_id = models.CharField(max_length=64, blank=True)
+
+    objects = ApiJobQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"API job {self.kind} ({self.status})"

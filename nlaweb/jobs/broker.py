@@ -18,10 +18,11 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import ChannelError, KombuError
 
+from nlaweb.api.models import ApiJob
 from nlaweb.celery import app
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
-from workers.contracts import GPU_QUEUE, TASK_EXPLAIN, TASK_REPLY
+from workers.contracts import GPU_QUEUE, TASK_EXPLAIN, TASK_REPLY, TASK_TOKENIZE, TASK_VECTORS
 from workers.nla.types import MAX_POSITIONS_PER_REQUEST
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,14 @@ def mark_sent(job: Job, now: datetime) -> None:
         Explanation.objects.filter(pk__in=job.args[0]).mark_sent(now)
     elif job.task_name == TASK_REPLY:
         Message.objects.filter(pk=str(job.args[0])).mark_sent(now)
+    elif job.task_name in (TASK_TOKENIZE, TASK_VECTORS):
+        ApiJob.objects.filter(pk=str(job.args[0])).mark_sent(now)
+
+
+def api_job(job: ApiJob) -> Job:
+    """The message of an API job: its task by kind, its row's id."""
+    task = TASK_TOKENIZE if job.kind == ApiJob.Kind.TOKENIZE else TASK_VECTORS
+    return Job(task, [str(job.pk)])
 
 
 def explanation_jobs(rows: list[Explanation]) -> list[Job]:

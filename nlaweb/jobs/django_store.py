@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -108,13 +109,16 @@ class DjangoStore:
             connection.close()  # this thread's own connection
 
     def _beat(self) -> None:
-        now = timezone.now()
         try:
-            Explanation.objects.beat(self.job_id, now)
-            Message.objects.beat(self.job_id, now)
+            self._beat_rows(timezone.now())
         except DatabaseError as error:  # the next beat tries again on a new connection
             log.warning("heartbeat of job %s not stored: %r", self.job_id, error)
             _drop_connection()
+
+    def _beat_rows(self, now: datetime) -> None:
+        """Mark this job's running rows and generating reply alive at `now`."""
+        Explanation.objects.beat(self.job_id, now)
+        Message.objects.beat(self.job_id, now)
 
     def _retrying(self, what: str, operation: Callable[[], T]) -> T:
         """`operation()`, tried again on a fresh connection while the database is unreachable, for

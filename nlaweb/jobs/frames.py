@@ -1,4 +1,4 @@
-"""Publish a typed frame to a conversation's channel-layer group, best effort.
+"""Publish a typed frame to a conversation's (or an API job's) channel-layer group, best effort.
 
 Frames are hints and the database is the truth: a channel layer that is down (Redis restarting) costs
 an open page a re-render when its socket comes back, never a row or a reply. After a failure, frames
@@ -28,6 +28,11 @@ _paused_until = 0.0
 
 def publish(conversation_id: str, frame: BaseModel) -> bool:
     """Send `frame` to the conversation's group; False (logged once per pause) when it was dropped."""
+    return publish_group(conversation_group(conversation_id), frame)
+
+
+def publish_group(group: str, frame: BaseModel) -> bool:
+    """Send `frame` to the channel-layer `group` (an API job's, a conversation's), best effort."""
     global _paused_until
     with _lock:
         if time.monotonic() < _paused_until:
@@ -36,7 +41,7 @@ def publish(conversation_id: str, frame: BaseModel) -> bool:
     if layer is None:
         return False
     try:
-        async_to_sync(layer.group_send)(conversation_group(conversation_id), frame.model_dump())
+        async_to_sync(layer.group_send)(group, frame.model_dump())
     except Exception as error:  # whatever the layer raises, a frame is never worth a job
         with _lock:
             _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S

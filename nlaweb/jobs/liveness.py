@@ -1,6 +1,6 @@
 """When a worker counts as gone, and the sentences a row gets when workers keep dying on it.
 
-Shared by the explanations' and the replies' QuerySets, the store and the sweeper."""
+Shared by the QuerySets of explanations, replies and API jobs, the store and the sweeper."""
 
 from __future__ import annotations
 
@@ -39,4 +39,11 @@ def reply_gave_up(attempts: int) -> str:
     return (
         f"The reply could not be written (the worker stopped {attempts} times while writing it); "
         "send again or regenerate."
+    )
+
+
+def api_job_gave_up(attempts: int) -> str:
+    return (
+        f"The worker stopped {attempts} times while running this job (it was killed, perhaps for "
+        "lack of memory); send fewer or shorter vectors, or try again later."
     )

@@ -2,10 +2,12 @@
 
 One pass (`sweep(now)`) does three things, each safe to run twice or in two places at once:
 
-1. a running explanation or a generating reply whose worker stopped beating (killed, its machine
-   gone) is queued again, or failed with a sentence once JOB_MAX_ATTEMPTS workers died on it;
-2. rows whose job never reached the broker (it was down at click or send time) are sent;
-3. rows sent long ago that still wait while the queue is empty lost their message (a broker that
+1. a running explanation, generating reply or API job (nlaweb.api.models.ApiJob: raw vectors,
+   scores, latents, tokenizing) whose worker stopped beating (killed, its machine gone) is queued
+   again, or failed with a sentence once JOB_MAX_ATTEMPTS workers died on it;
+2. rows and API jobs whose job never reached the broker (it was down at click or send time) are
+   sent;
+3. those sent long ago that still wait while the queue is empty lost their message (a broker that
    restarted without its data) and are sent again.
 
 Celery beat runs it every SWEEP_INTERVAL_S in production (task `nlaweb.sweep`, nlaweb/jobs/beat.py);
@@ -25,13 +27,29 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from nlaweb.api.models import ApiJob
 from nlaweb.chat.models import Message
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.runs import feed_waiting_runs
-from nlaweb.jobs.broker import BROKER, Job, JobQueue, QueueUnavailable, explanation_jobs, send
-from nlaweb.jobs.frames import publish
-from nlaweb.jobs.liveness import explanation_gave_up, gave_up, reply_gave_up
-from workers.contracts import TASK_REPLY, ChatFailed, ExplanationFailed, ExplanationProgress
+from nlaweb.jobs.broker import (
+    BROKER,
+    Job,
+    JobQueue,
+    QueueUnavailable,
+    api_job,
+    explanation_jobs,
+    send,
+)
+from nlaweb.jobs.frames import publish, publish_group
+from nlaweb.jobs.liveness import api_job_gave_up, explanation_gave_up, gave_up, reply_gave_up
+from workers.contracts import (
+    TASK_REPLY,
+    ApiJobFinished,
+    ChatFailed,
+    ExplanationFailed,
+    ExplanationProgress,
+    api_job_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +99,9 @@ class SweepReport:
     replies_requeued: list[str] = field(default_factory=list)
     replies_failed: list[str] = field(default_factory=list)
     replies_sent: list[str] = field(default_factory=list)
+    api_jobs_requeued: list[str] = field(default_factory=list)
+    api_jobs_failed: list[str] = field(default_factory=list)
+    api_jobs_sent: list[str] = field(default_factory=list)
     runs_fed: int = 0  # whole-message runs that still waited for room under their person's cap
     queue_down: bool = False
     watching: bool = False  # silence not judged: the database has not been watched long enough
@@ -108,6 +129,7 @@ def sweep(now: datetime, queue: JobQueue = BROKER, watch: Watch | None = None) -
         if not report.watching:
             _end_silent_explanations(now, report)
             _end_silent_replies(now, report)
+            _end_silent_api_jobs(now, report)
         _send_waiting(now, queue, report)
         if not report.queue_down:  # a run's rows would only wait unsent while the queue is down
             report.runs_fed = feed_waiting_runs()
@@ -158,28 +180,68 @@ def _end_silent_replies(now: datetime, report: SweepReport) -> None:
             publish(str(reply.conversation_id), frame)
 
 
+def _end_silent_api_jobs(now: datetime, report: SweepReport) -> None:
+    with transaction.atomic():
+        jobs = list(ApiJob.objects.silent(now).select_for_update(skip_locked=True))
+        for job in jobs:
+            one = ApiJob.objects.filter(pk=job.pk)
+            if gave_up(job.attempts):
+                one.give_up(api_job_gave_up(job.attempts), now)
+                report.api_jobs_failed.append(str(job.pk))
+            else:
+                one.requeue()
+                report.api_jobs_requeued.append(str(job.pk))
+    for pk in report.api_jobs_failed:  # the API request waiting on it answers now
+        publish_group(api_job_group(pk), ApiJobFinished(job_id=pk, status="failed"))
+
+
+@dataclass
+class _Waiting:
+    """What a pass sends: rows, replies and API jobs whose message never reached the broker or
+    was lost."""
+
+    rows: list[Explanation]
+    replies: list[Message]
+    api_jobs: list[ApiJob]
+
+
 def _send_waiting(now: datetime, queue: JobQueue, report: SweepReport) -> None:
-    queued = Explanation.objects.filter(status=Explanation.Status.QUEUED)
-    waiting_replies = Message.objects.untaken()
-    rows = list(queued.filter(sent_at__isnull=True))
-    replies = list(waiting_replies.filter(sent_at__isnull=True))
-    resend_before = now - timedelta(seconds=settings.SWEEP_RESEND_AFTER_S)
-    lost_rows = queued.filter(sent_at__lt=resend_before)
-    lost_replies = waiting_replies.filter(sent_at__lt=resend_before)
-    if lost_rows.exists() or lost_replies.exists():
-        depth = queue.depth()
-        if depth is None:
-            report.queue_down = True
-            return
-        if depth == 0:  # nothing waits in the queue, so their messages are not there: lost
-            rows += list(lost_rows)
-            replies += list(lost_replies)
+    waiting = _waiting(now, queue, report)
     try:
-        for reply in replies:
+        for reply in waiting.replies:
             send(queue, Job(TASK_REPLY, [str(reply.pk)]), now)
             report.replies_sent.append(str(reply.pk))
-        for job in explanation_jobs(rows):
+        for job in explanation_jobs(waiting.rows):
             send(queue, job, now)
             report.sent.extend(job.args[0])
+        for api in waiting.api_jobs:
+            send(queue, api_job(api), now)
+            report.api_jobs_sent.append(str(api.pk))
     except QueueUnavailable:
         report.queue_down = True
+
+
+def _waiting(now: datetime, queue: JobQueue, report: SweepReport) -> _Waiting:
+    """The unsent, and those sent before SWEEP_RESEND_AFTER_S ago when the queue is empty (their
+    messages are not there: lost); only the unsent when the queue's depth is unknown (down)."""
+    queued = Explanation.objects.filter(status=Explanation.Status.QUEUED)
+    untaken = Message.objects.untaken()
+    waiting = _Waiting(
+        list(queued.filter(sent_at__isnull=True)),
+        list(untaken.filter(sent_at__isnull=True)),
+        list(ApiJob.objects.unsent().order_by("created_at")),
+    )
+    before = now - timedelta(seconds=settings.SWEEP_RESEND_AFTER_S)
+    lost_rows, lost_replies = queued.filter(sent_at__lt=before), untaken.filter(sent_at__lt=before)
+    lost_api_jobs = ApiJob.objects.sent_before(before).order_by("created_at")
+    if not (lost_rows.exists() or lost_replies.exists() or lost_api_jobs.exists()):
+        return waiting
+    depth = queue.depth()
+    if depth is None:
+        report.queue_down = True
+        return _Waiting([], [], [])
+    if depth == 0:
+        waiting.rows += list(lost_rows)
+        waiting.replies += list(lost_replies)
+        waiting.api_jobs += list(lost_api_jobs)
+    return waiting

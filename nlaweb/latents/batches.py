@@ -4,6 +4,8 @@ workers/raw_vectors.py), a few latents per job; a batch run queues all its jobs 
 take them in order. Cancelling fails the run's jobs that have not started (the worker only claims
 queued jobs) and marks their latents cancelled; a job already running finishes, and its latents keep
 their results (a finished explanation of a decoder row is worth keeping, unlike a discarded token).
+The sweeper sends a job whose message was lost and requeues one whose worker died (the ApiJob's
+own life, nlaweb.api.models.ApiJobQuerySet); its latents stay running meanwhile.
 
 A LatentExplanation row copies its job's outcome once the job has ended (`settle`): until then the
 job row is the truth, so a lost progress hint costs nothing."""
@@ -245,9 +247,7 @@ def cancel_run(run: LatentRun) -> LatentRun:
                 payload__run=str(run.pk),
             ).values_list("pk", flat=True)
         )
-        ApiJob.objects.filter(pk__in=jobs, status=ApiJob.Status.QUEUED).update(
-            status=ApiJob.Status.FAILED, error=CANCELLED_JOB, finished_at=timezone.now()
-        )
+        ApiJob.objects.filter(pk__in=jobs).cancel(CANCELLED_JOB, timezone.now())
         LatentExplanation.objects.filter(job_id__in=jobs, status=Status.QUEUED).update(
             status=Status.CANCELLED, error=CANCELLED_JOB, finished_at=timezone.now()
         )

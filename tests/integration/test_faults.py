@@ -1,7 +1,8 @@
 """Faults with real processes, on a redis-server and a PostgreSQL cluster of this module's own (so it
 may stop them): a worker process killed mid-explanation and mid-reply, one killed twice by the same
-row, a worker machine lost, Redis restarted mid-job, PostgreSQL restarted mid-job, the broker down at
-click time, and one person's flood beside another's click. Everything recovers without a click.
+row, a worker machine lost (under an explanation and under a latents run's API job), an API job's
+broker message lost, Redis restarted mid-job, PostgreSQL restarted mid-job, the broker down at click
+time, and one person's flood beside another's click. Everything recovers without a click.
 
 The stack is daphne, a gated Celery worker (tests/gates.py holds it at a known point of a job, so a
 fault lands exactly there) and the sweeper (Celery beat), with short heartbeat and sweep intervals.
@@ -12,33 +13,19 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 import requests
 from django.urls import reverse
 
 from nlaweb.jobs.broker import UNSENT
 from nlaweb.jobs.liveness import explanation_gave_up
 from nlaweb.middleware.outage import DATABASE_DOWN
-from tests.gates import ENV as GATES_ENV
-from tests.gates import Gates
-from tests.live import (
-    REPO,
-    OwnPostgres,
-    OwnRedis,
-    Stack,
-    Timeline,
-    own_postgres,
-    own_redis,
-    running_stack,
-    wait_until,
-)
-from workers.contracts import TASK_EXPLAIN, TASK_REPLY
+from tests.live import GatedStack, OwnPostgres, Timeline, gated_stack, wait_until
+from workers.contracts import GPU_QUEUE, TASK_EXPLAIN, TASK_REPLY
 
 #: Small enough that a test sees the sweeper act in seconds; the heartbeat timeout keeps a margin
 #: of several beats, so a busy worker is never taken for a dead one.
@@ -54,37 +41,19 @@ RECOVERED_WITHIN_S = 60
 #: Bound of waits on a service or a worker coming back (a worker reconnecting backs off).
 SERVICE_BACK_WITHIN_S = 120
 VERBALIZING = "explain-verbalizing"
+API_CLAIMED = "api-claimed"
 
 
-@dataclass
-class Faults:
-    stack: Stack
-    pg: OwnPostgres
-    redis: OwnRedis
-    gates: Gates
+#: The stack, its own PostgreSQL and Redis, and the gates of its worker (tests/live.py).
+Faults = GatedStack
 
 
 @pytest.fixture(scope="module")
 def faults(tiny_sources_file, tmp_path_factory) -> Iterator[Faults]:
-    path, source_id = tiny_sources_file
     root = tmp_path_factory.mktemp("faults")
-    with own_postgres() as pg, own_redis(root / "redis") as redis:
-        env = {
-            "DATABASE_URL": pg.url,
-            "REDIS_URL": redis.url,
-            "NLA_SOURCES_FILE": str(path),
-            "NLA_DEFAULT_SOURCE": source_id,
-            "REPLY_MAX_NEW_TOKENS": "6",
-            "MAX_ROWS_IN_FLIGHT_PER_USER": "192",
-            "DEBUG": "1",
-            GATES_ENV: str(root / "gates"),
-            **INTERVALS,
-        }
-        migrate = [sys.executable, "manage.py", "migrate", "-v0"]
-        subprocess.run(migrate, cwd=REPO, env={**os.environ, **env}, check=True, timeout=300)
-        worker = [sys.executable, "-m", "tests.gated_worker"]
-        with running_stack(env, root, worker_command=worker, sweeper=True) as stack:
-            yield Faults(stack, pg, redis, Gates(root / "gates"))
+    env = {"MAX_ROWS_IN_FLIGHT_PER_USER": "192", **INTERVALS}
+    with gated_stack(tiny_sources_file, root, env) as faults:
+        yield faults
 
 
 @pytest.fixture(autouse=True)
@@ -270,6 +239,100 @@ def test_a_lost_worker_machine_is_swept_and_its_row_done_by_another_worker(fault
     t.mark("row done by the new worker, no click")
     print(t)
     assert _rows(faults.pg, snapshot_id, [4])[0][3] == 2
+
+
+def _start_latents_run(faults: Faults, source_id: str, latents: str) -> tuple[Visitor, str]:
+    """A visitor's batch run of `latents` (posted as the page does): (the visitor, the run's id)."""
+    visitor = Visitor(faults.stack.base_url)
+    response = visitor.post(reverse("latent_runs", args=[source_id]), {"latents": latents})
+    assert response.status_code == 204, response.text
+    return visitor, response.headers["HX-Redirect"].rstrip("/").rsplit("/", 1)[1]
+
+
+def _run_jobs(pg: OwnPostgres, run_id: str) -> list[tuple[Any, ...]]:
+    """(id, status, attempts, job_id, sent_at, result) of the run's API jobs, by first latent."""
+    return pg.query(
+        "SELECT id::text, status, attempts, job_id, sent_at, result FROM api_apijob "
+        "WHERE payload->>'run' = %s ORDER BY (payload->'latents'->>0)::int",
+        run_id,
+    )
+
+
+def _run_done(pg: OwnPostgres, run_id: str) -> bool:
+    return {job[1] for job in _run_jobs(pg, run_id)} == {"done"}
+
+
+def test_a_latents_run_whose_worker_machine_is_lost_finishes_on_a_new_worker_written_once(
+    faults, tiny_sources_file
+):
+    """The worker holding the run's first job dies with its child (its message stays unacknowledged
+    until the visibility timeout): the sweeper requeues the silent job, the new worker runs it."""
+    t = Timeline("latents run of 10: worker machine lost while it holds the first job")
+    faults.gates.close(API_CLAIMED)
+    visitor, run_id = _start_latents_run(faults, tiny_sources_file[1], "0-9")
+    _held_at(faults, API_CLAIMED)
+    [(held, dead_task)] = faults.pg.query(
+        "SELECT id::text, job_id FROM api_apijob WHERE status = 'running' AND payload->>'run' = %s",
+        run_id,
+    )
+    t.mark("the run's first job held by the worker")
+    faults.gates.open(API_CLAIMED)
+    faults.stack.kill_worker_and_start_another()
+    t.mark("old worker killed, new worker ready")
+    wait_until(
+        lambda: _run_done(faults.pg, run_id),
+        RECOVERED_WITHIN_S,
+        "the run's jobs to be done with nobody clicking\n" + faults.stack.logs(),
+    )
+    t.mark("both jobs done, no click")
+    print(t)
+    jobs = _run_jobs(faults.pg, run_id)
+    assert [(job[0] == held, job[2]) for job in jobs] == [(True, 2), (False, 1)]
+    assert jobs[0][3] != dead_task  # stored by the job the sweeper sent, not the dead one
+    assert [len(job[5]["results"]) for job in jobs] == [8, 2]  # no job made twice
+    assert visitor.get(f"/sources/{tiny_sources_file[1]}/latents/runs/{run_id}/").status_code == 200
+    latents = faults.pg.query(
+        "SELECT index, status, job_id::text, slot, description FROM latents_latentexplanation "
+        "WHERE run_id = %s ORDER BY index",
+        run_id,
+    )
+    results = {job[0]: job[5]["results"] for job in jobs}
+    assert [(row[0], row[1]) for row in latents] == [(i, "done") for i in range(10)]
+    assert all(row[4] == results[row[2]][row[3]]["description"] for row in latents)
+
+
+def test_an_api_job_whose_broker_message_was_lost_is_sent_again_by_the_sweeper(
+    faults, tiny_sources_file
+):
+    t = Timeline("latents run of 10: the waiting second job's message deleted from Redis")
+    # Latents other than the test above's: an explained latent is never queued again.
+    faults.gates.close(API_CLAIMED)
+    _, run_id = _start_latents_run(faults, tiny_sources_file[1], "10-19")
+    _held_at(faults, API_CLAIMED)
+    broker = redis.Redis.from_url(faults.redis.url)
+    wait_until(lambda: broker.llen(GPU_QUEUE) == 1, 30, "the second job's message in the queue")
+    [(waiting, sent_at)] = faults.pg.query(
+        "SELECT id::text, sent_at FROM api_apijob WHERE status = 'queued' AND payload->>'run' = %s",
+        run_id,
+    )
+    assert sent_at is not None
+    sweeper_log_start = faults.stack.sweeper_log.stat().st_size
+    broker.delete(GPU_QUEUE)
+    t.mark("message lost")
+    faults.gates.open(API_CLAIMED)
+    wait_until(
+        lambda: _run_done(faults.pg, run_id),
+        RECOVERED_WITHIN_S,
+        "the sweeper to send the lost job again\n" + faults.stack.logs(),
+    )
+    t.mark("both jobs done, no click")
+    print(t)
+    [(attempts, sent_again)] = faults.pg.query(
+        "SELECT attempts, sent_at FROM api_apijob WHERE id = %s", waiting
+    )
+    assert attempts == 1 and sent_again > sent_at
+    sweeper = faults.stack.sweeper_log.read_bytes()[sweeper_log_start:].decode(errors="replace")
+    assert "api jobs sent 1" in sweeper
 
 
 def test_redis_restarted_mid_job_fails_no_row_and_a_click_during_it_runs_after(faults):

@@ -11,11 +11,7 @@ counts its failed and succeeded passes, the gates say where each worker stands."
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from nlaweb.middleware.socket_outage import CLOSE_UNAVAILABLE
-from tests.gates import ENV as GATES_ENV
-from tests.gates import Gates
 from tests.integration.test_faults import VERBALIZING, Visitor, _last_reply, _replied, _rows
-from tests.live import (
-    REPO,
-    OwnPostgres,
-    OwnRedis,
-    Stack,
-    Timeline,
-    own_postgres,
-    own_redis,
-    running_stack,
-    wait_until,
-)
+from tests.live import GatedStack, Timeline, gated_stack, wait_until
 
 HEARTBEAT_TIMEOUT_S = 8
 INTERVALS = {
@@ -53,13 +37,7 @@ PASS_FAILED = "Task nlaweb.sweep["  # with "raised unexpected" on the same line
 PASS_OK = "succeeded in"
 
 
-@dataclass
-class Outage:
-    stack: Stack
-    pg: OwnPostgres
-    redis: OwnRedis
-    gates: Gates
-
+class Outage(GatedStack):
     @property
     def sweeper_log(self) -> Path:
         assert self.stack.sweeper_log is not None
@@ -75,29 +53,9 @@ class Outage:
 
 @pytest.fixture(scope="module")
 def outage(tiny_sources_file, tmp_path_factory) -> Iterator[Outage]:
-    path, source_id = tiny_sources_file
     root = tmp_path_factory.mktemp("outage")
-    with own_postgres() as pg, own_redis(root / "redis") as redis:
-        env = {
-            "DATABASE_URL": pg.url,
-            "REDIS_URL": redis.url,
-            "NLA_SOURCES_FILE": str(path),
-            "NLA_DEFAULT_SOURCE": source_id,
-            "REPLY_MAX_NEW_TOKENS": "6",
-            "DEBUG": "1",
-            GATES_ENV: str(root / "gates"),
-            **INTERVALS,
-        }
-        migrate = [sys.executable, "manage.py", "migrate", "-v0"]
-        subprocess.run(migrate, cwd=REPO, env={**os.environ, **env}, check=True, timeout=300)
-        worker = [sys.executable, "-m", "tests.gated_worker"]
-        with running_stack(env, root, worker_command=worker, sweeper=True, workers=2) as stack:
-            gates = Gates(root / "gates")
-            gates.forget()
-            try:
-                yield Outage(stack, pg, redis, gates)
-            finally:
-                gates.forget()
+    with gated_stack(tiny_sources_file, root, INTERVALS, workers=2) as services:
+        yield Outage(**vars(services))
 
 
 def _heartbeats(outage: Outage, reply_id: str, snapshot_id: str) -> list[object]:

@@ -11,10 +11,9 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation
 from nlaweb.middleware.form_body import UNREADABLE_SENTENCE
-from tests.factories import snapshot_of
+from tests.form_posts import conversation_with_tokens, csrf_browser, post_body
 from tests.personas import Persona
 
 pytestmark = pytest.mark.django_db
@@ -30,18 +29,12 @@ def _part(name: str, value: bytes, headers: bytes = b"") -> bytes:
 
 @pytest.fixture
 def browser(owner: Persona) -> Client:
-    """A logged-in client that must send the CSRF token, holding the cookie a page view set."""
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(owner.user)
-    client.get("/")
-    return client
+    return csrf_browser(owner.user)
 
 
 @pytest.fixture
 def conversation(owner: Persona) -> Conversation:
-    conversation = start_conversation(owner.user)
-    snapshot_of(conversation)
-    return conversation
+    return conversation_with_tokens(owner.user)
 
 
 URLS: dict[str, Callable[[Conversation], str]] = {
@@ -49,13 +42,6 @@ URLS: dict[str, Callable[[Conversation], str]] = {
     "explain": lambda c: reverse("explain", args=[c.id, c.snapshots.get().id]),
 }
 FIELD = {"send": "content", "explain": "position"}
-
-
-def _post(browser: Client, url: str, content_type: str, body: bytes):  # type: ignore[no-untyped-def]
-    token = browser.cookies[settings.CSRF_COOKIE_NAME].value
-    return browser.generic(
-        "POST", url, body, content_type=content_type, headers={"X-CSRFToken": token}
-    )
 
 
 UNREADABLE = [
@@ -73,7 +59,7 @@ def test_a_form_django_cannot_read_gets_a_400_with_a_sentence(
     browser, conversation, view, content_type, body
 ):
     body = body.replace(b"{field}", FIELD[view].encode())
-    response = _post(browser, URLS[view](conversation), content_type, body)
+    response = post_body(browser, URLS[view](conversation), content_type, body)
     assert response.status_code == 400
     assert response.content.decode() == UNREADABLE_SENTENCE
 
@@ -81,7 +67,7 @@ def test_a_form_django_cannot_read_gets_a_400_with_a_sentence(
 @pytest.mark.parametrize("view", ["send", "explain"])
 def test_a_form_over_the_upload_limit_gets_a_413(browser, conversation, view):
     body = FIELD[view].encode() + b"=" + b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
-    response = _post(browser, URLS[view](conversation), FORM, body)
+    response = post_body(browser, URLS[view](conversation), FORM, body)
     assert response.status_code == 413
     assert "larger than" in response.content.decode()
 
@@ -109,12 +95,12 @@ def test_any_other_odd_form_gets_the_page_or_a_4xx_never_a_500(
     browser, conversation, view, content_type, body
 ):
     body = body.replace(b"{field}", FIELD[view].encode())
-    response = _post(browser, URLS[view](conversation), content_type, body)
+    response = post_body(browser, URLS[view](conversation), content_type, body)
     assert response.status_code < 500
 
 
 def test_a_well_formed_form_still_gets_through_the_csrf_check(browser, conversation):
-    response = _post(browser, URLS["send"](conversation), FORM, b"content=My+cat")
+    response = post_body(browser, URLS["send"](conversation), FORM, b"content=My+cat")
     assert response.status_code == 303  # a plain form post: to the page (post/redirect/get)
     assert conversation.messages.filter(role="user", content="My cat").exists()
     refused = browser.post(URLS["send"](conversation), {"content": "My dog"})  # no token

@@ -9,10 +9,14 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from django.http import HttpResponse
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from nlaweb.api.models import ApiJob
@@ -318,3 +322,31 @@ def test_a_label_that_a_spreadsheet_would_run_is_quoted_in_the_csv_and_scores_st
     parsed = next(csv.DictReader(io.StringIO(labels.export_csv([row]))))
     assert parsed["text"] == '\'=HYPERLINK("http://x","y")'
     assert (parsed["fve"], parsed["latent"], parsed["relative_mse"]) == ("-0.5", "3", "")
+
+
+def _page_token(page: HttpResponse) -> str:
+    """The CSRF token htmx sends from this page (base.html's hx-headers)."""
+    found = re.search(r'"X-CSRFToken": "([^"]+)"', page.content.decode())
+    assert found is not None
+    return found[1]
+
+
+@pytest.mark.parametrize(
+    ("view", "form"), [("latent_explain", {}), ("latent_score", {"label": "words about cats"})]
+)
+def test_a_guests_first_post_reloads_the_page_because_their_csrf_token_rotated(
+    db, source, view, form
+):
+    browser = Client(enforce_csrf_checks=True)
+    page_url = reverse("latent", args=[source.source.id, 3])
+    url = reverse(view, args=[source.source.id, 3])
+    token = _page_token(browser.get(page_url))
+
+    first = browser.post(url, form, headers={"X-CSRFToken": token, "HX-Request": "true"})
+    assert first.status_code == 200 and first.headers["HX-Refresh"] == "true"
+    stale = browser.post(url, form, headers={"X-CSRFToken": token, "HX-Request": "true"})
+    assert stale.status_code == 403  # what the page's next POST would meet without a reload
+
+    token = _page_token(browser.get(page_url))
+    again = browser.post(url, form, headers={"X-CSRFToken": token, "HX-Request": "true"})
+    assert again.status_code == 200 and "HX-Refresh" not in again.headers

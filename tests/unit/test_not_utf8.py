@@ -5,15 +5,13 @@ NOT_UTF8, in the body shape that client reads, and nothing stored. UTF-8 text st
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
 from nlaweb.api.models import ApiKey
-from nlaweb.chat.conversation import start_conversation
 from nlaweb.chat.models import Conversation, Message
 from nlaweb.middleware.form_body import NOT_UTF8
-from tests.factories import snapshot_of
+from tests.form_posts import conversation_with_tokens, csrf_browser, post_body
 from tests.personas import Persona
 from tests.stack_fixtures import _use_tiny_source  # noqa: F401  (the API reads the tiny source)
 
@@ -31,25 +29,16 @@ NOT_UTF8_FORMS = [
 
 @pytest.fixture
 def browser(owner: Persona) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(owner.user)
-    client.get("/")
-    return client
+    return csrf_browser(owner.user)
 
 
 @pytest.fixture
 def conversation(owner: Persona) -> Conversation:
-    conversation = start_conversation(owner.user)
-    snapshot_of(conversation)
-    return conversation
+    return conversation_with_tokens(owner.user)
 
 
 def _send(browser: Client, conversation: Conversation, content_type: str, body: bytes, **h: str):  # type: ignore[no-untyped-def]
-    token = browser.cookies[settings.CSRF_COOKIE_NAME].value
-    url = reverse("send", args=[conversation.id])
-    return browser.generic(
-        "POST", url, body, content_type=content_type, headers={"X-CSRFToken": token, **h}
-    )
+    return post_body(browser, reverse("send", args=[conversation.id]), content_type, body, **h)
 
 
 @pytest.mark.parametrize(("content_type", "body"), NOT_UTF8_FORMS)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import save_file
@@ -58,12 +58,19 @@ class Tokens:
     texts: list[list[str]]  # per text, the decoded token strings
 
 
-def collect(target: TargetModel, texts: Sequence[str], layer: int, progress: Progress) -> Tokens:
-    """Block-`layer` outputs at every position ≥ 1 of each text chat-templated as a user turn."""
+def collect(
+    target: TargetModel,
+    texts: Sequence[str],
+    layer: int,
+    progress: Progress,
+    what: str = "demo SAE",
+) -> Tokens:
+    """Block-`layer` outputs at every position ≥ 1 of each text chat-templated as a user turn
+    (`what` names the work in the progress lines)."""
     rows, docs, positions, decoded = [], [], [], []
     for doc, text in enumerate(texts):
         if doc % 40 == 0:
-            progress(f"demo SAE: capturing block-{layer} activations, text {doc}/{len(texts)}")
+            progress(f"{what}: capturing block-{layer} activations, text {doc}/{len(texts)}")
         tokenized = target.tokenize([ChatTurn("user", text)])
         ids = torch.tensor([tokenized.token_ids], device=target.device)
         hidden = capture_block_output(target.model, ids, layer)[0].cpu()
@@ -94,6 +101,20 @@ class TopK:
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         return acts @ self.W_dec + self.b_dec
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.W_dec.shape[0])
+
+
+class Encoder(Protocol):
+    """What the top-context search needs of an SAE (TopK here, any SAELens SAE's encoder in
+    workers/nla/sae_contexts.py)."""
+
+    @property
+    def d_sae(self) -> int: ...
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def train_topk(vectors: torch.Tensor, plan: SaePlan, progress: Progress) -> TopK:
@@ -148,30 +169,33 @@ def figures(sae: TopK, heldout: torch.Tensor, everything: torch.Tensor) -> dict[
     }
 
 
-def top_contexts(sae: TopK, tokens: Tokens, per_latent: int) -> dict[str, Any]:
+def top_contexts(
+    sae: Encoder, tokens: Tokens, per_latent: int, latents: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Latent index → its `per_latent` strongest tokens (text before, token, text after, activation),
-    and how often it fires."""
-    values, where, counts = [], [], torch.zeros(sae.W_dec.shape[0])
+    and how often it fires; for the `latents` named (default: all)."""
+    wanted = torch.tensor(list(range(sae.d_sae)) if latents is None else list(latents))
+    values, where, counts = [], [], torch.zeros(len(wanted))
     with torch.no_grad():
         for start in range(0, tokens.vectors.shape[0], 2048):
-            acts = sae.encode(tokens.vectors[start : start + 2048])
+            acts = sae.encode(tokens.vectors[start : start + 2048])[:, wanted]
             counts += (acts > 0).sum(0)
             top = acts.topk(min(per_latent, acts.shape[0]), dim=0)
             values.append(top.values)
             where.append(top.indices + start)
     all_values, all_where = torch.cat(values), torch.cat(where)
     best = all_values.topk(min(per_latent, all_values.shape[0]), dim=0)
-    latents: dict[str, Any] = {}
-    for latent in range(sae.W_dec.shape[0]):
+    found: dict[str, Any] = {}
+    for column, latent in enumerate(wanted.tolist()):
         rows = []
         for rank in range(best.values.shape[0]):
-            value = float(best.values[rank, latent])
+            value = float(best.values[rank, column])
             if value <= 0:
                 break
-            rows.append(_context(tokens, int(all_where[best.indices[rank, latent], latent]), value))
-        density = float(counts[latent]) / tokens.vectors.shape[0]
-        latents[str(latent)] = {"density": round(density, 5), "contexts": rows}
-    return latents
+            rows.append(_context(tokens, int(all_where[best.indices[rank, column], column]), value))
+        density = float(counts[column]) / tokens.vectors.shape[0]
+        found[str(latent)] = {"density": round(density, 5), "contexts": rows}
+    return found
 
 
 def _context(tokens: Tokens, row: int, value: float) -> dict[str, Any]:
@@ -270,20 +294,26 @@ def summary(result: dict[str, Any]) -> str:
 def build_demo_sae(data_dir: Path, progress: Progress = print, plan: SaePlan = SaePlan()) -> str:
     """Build the demo SAE beside the demo NLA unless it is there; returns a one-line summary."""
     from workers.nla.demo import BASE_MODEL, LAYER
-    from workers.nla.demo_corpus import CORPUS, docstrings
     from workers.source_config import demo_paths, demo_sae_path
 
     out = demo_sae_path(data_dir)
     if is_built(out):
         progress(f"demo SAE present: {out}")
         return summary(json.loads((out / SAE_FIGURES).read_text("utf-8")))
-    texts = docstrings(len(json.loads(CORPUS.read_text("utf-8"))["texts"])) + list(starter_texts())
+    texts = demo_sae_texts()
     target = TargetModel.from_checkpoint(
         demo_paths(data_dir)[0], torch.device("cpu"), torch.float32
     )
     result = build_sae(out, target, texts, LAYER, BASE_MODEL, plan, progress)
     progress(f"demo SAE written to {out}: {summary(result)} ({result['build_seconds']} s)")
     return summary(result)
+
+
+def demo_sae_texts() -> list[str]:
+    """The demo SAE's corpus: the demo corpus's texts and the starter prompts."""
+    from workers.nla.demo_corpus import CORPUS, docstrings
+
+    return docstrings(len(json.loads(CORPUS.read_text("utf-8"))["texts"])) + list(starter_texts())
 
 
 def starter_texts() -> tuple[str, ...]:
