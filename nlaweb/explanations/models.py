@@ -159,6 +159,17 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
         self.filter(pk__in=[row.pk for row in claim.rows]).start(job_id, now)
         return claim
 
+    def take_waiting(self, like: str, job_id: str, limit: int, now: datetime) -> list[Explanation]:
+        """Up to `limit` more queued rows of the source and settings of row `like`, in turns over
+        their owners, marked running by `job_id`: a running job fills the slots its finished rows
+        freed. Rows a worker died on are left to run alone. Call inside a transaction."""
+        group = self.filter(pk=like).values("source_id", "settings_key").first()
+        if group is None:
+            return []
+        rows = self._take_in_turns(group, limit)
+        self.filter(pk__in=[row.pk for row in rows]).start(job_id, now)
+        return rows
+
     def _take_in_turns(self, group: Mapping[str, Any], limit: int) -> list[Explanation]:
         """Up to `limit` queued rows of `group` nobody's worker died on, in `in_turns` order,
         locked. Rows other workers hold are skipped and the next ones looked at, so a job takes a

@@ -225,6 +225,22 @@ class DjangoStore:
                 explanation_ids, self.job_id, MAX_POSITIONS_PER_REQUEST, timezone.now()
             )
 
+    def take_waiting(self, job: ExplainJob, limit: int) -> ExplainJob | None:
+        """Take up to `limit` more queued rows of `job`'s source and settings, anyone's, in the
+        fairness order, as this job's: running, beating with it and fenced by its id, so their
+        own jobs find them taken and the sweeper queues them again if this worker dies. None when
+        none waits."""
+        rows = self._retrying("take waiting rows", lambda: self._take_waiting(job, limit))
+        if not rows:
+            return None
+        return ExplainJob(job.source_id, job.settings, group_rows(taken_rows(rows)))
+
+    def _take_waiting(self, job: ExplainJob, limit: int) -> list[Explanation]:
+        with transaction.atomic():
+            return Explanation.objects.take_waiting(
+                job.explanation_ids[0], self.job_id, limit, timezone.now()
+            )
+
     def _send_released(self, rows: list[Explanation]) -> None:
         """Send rows handed back by a retried job, one job each; if the broker is down they stay
         unsent and the sweeper sends them later."""

@@ -40,10 +40,11 @@ class Prompt:
         return before + int(prompt.shape[1])
 
 
-#: The next waiting row, or None when none waits (asked each time a slot is free).
+#: The next waiting row, or None when none waits now: asked while a slot is free, and asked again
+#: each time a row stops (one may have come to wait meanwhile).
 NextPrompt = Callable[[], Prompt | None]
-#: on_done(row, decoded) as each row finishes, in the order rows finish.
-OnDone = Callable[[int, Decoded], None]
+#: on_done([(row, decoded), ...]) once per step, with the rows that stopped on it.
+OnDone = Callable[[list[tuple[int, Decoded]]], None]
 
 
 @dataclass
@@ -71,30 +72,31 @@ def generate_refill(
     on_done: OnDone | None = None,
 ) -> list[Decoded]:
     """Generate for every row `next_prompt` hands out, at most `slots` at a time; rows are numbered
-    in the order they were handed out. Returns their results in that order."""
+    in the order they were handed out. Returns their results in that order, once a free slot finds
+    no row waiting and every running row stopped."""
     generator = torch.Generator().manual_seed(spec.seed) if spec.temperature > 0 else None
     rows = _Rows(0, tokenizer, spec, on_text)
     batch, results = _Batch(), {}
     device = next(model.parameters()).device
-    waiting = True
+    asking = True
     with torch.no_grad():
         while True:
-            while waiting and len(batch.rows) < slots:
+            while asking and len(batch.rows) < slots:
                 prompt = next_prompt()
                 if prompt is None:
-                    waiting = False
+                    asking = False
                     break
                 _join(model, spec, generator, rows, batch, prompt)
-            for row in [r for r in batch.rows if _finished(rows, spec, r)]:
-                results[row] = rows.result()[row]
-                if on_done is not None:
-                    on_done(row, results[row])
+            finished = [r for r in batch.rows if _finished(rows, spec, r)]
+            results.update({row: rows.result()[row] for row in finished})
+            if finished and on_done is not None:
+                on_done([(row, results[row]) for row in finished])
+            asking = asking or bool(finished)
             _leave(batch, [k for k, r in enumerate(batch.rows) if r not in results])
-            if not batch.rows:
-                if waiting:
-                    continue
+            if batch.rows:
+                _step(model, spec, generator, rows, batch, device)
+            elif not asking:
                 break
-            _step(model, spec, generator, rows, batch, device)
     return [results[row] for row in range(len(results))]
 
 

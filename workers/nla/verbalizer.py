@@ -140,18 +140,22 @@ class Verbalizer:
         *,
         slots: int,
         on_text: Callable[[int, str], None] | None = None,
-        on_done: Callable[[int, VerbalizedText], None] | None = None,
+        on_done: Callable[[list[tuple[int, VerbalizedText]]], None] | None = None,
     ) -> list[VerbalizedText]:
         """Explain vectors `[d]` as `next_vector` hands them out, at most `slots` at a time: a row
         that stops frees its slot for the next one at once (workers/nla/refill.py). Rows are
-        numbered in the order they were handed out; `on_done` hears each as it finishes."""
+        numbered in the order they were handed out; `on_done` hears, once per decode step, the rows
+        that stopped on it."""
         spec = self._spec(settings)
 
         def next_prompt() -> Prompt | None:
             vector = next_vector()
             return None if vector is None else self._prompt(vector)
 
-        done = None if on_done is None else (lambda row, d: on_done(row, self._result(d)))
+        def done(finished: list[tuple[int, Decoded]]) -> None:
+            if on_done is not None:
+                on_done([(row, self._result(d)) for row, d in finished])
+
         decoded = generate_refill(
             self.model,
             self.tokenizer,
