@@ -162,8 +162,9 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
     def take_waiting(self, like: str, job_id: str, limit: int, now: datetime) -> list[Explanation]:
         """Up to `limit` more queued rows of the source and settings of row `like`, in turns over
         their owners, marked running by `job_id`: a running job fills the slots its finished rows
-        freed. Rows a worker died on are left to run alone. Call inside a transaction."""
-        group = self.filter(pk=like).values("source_id", "settings_key").first()
+        freed. Rows a worker died on are left to run alone, and a job running one (`like` taken
+        more than once) takes none. Call inside a transaction."""
+        group = self.filter(pk=like, attempts__lte=1).values("source_id", "settings_key").first()
         if group is None:
             return []
         rows = self._take_in_turns(group, limit)

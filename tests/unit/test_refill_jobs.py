@@ -181,29 +181,25 @@ def test_the_late_message_of_a_row_a_running_job_took_does_nothing(engine, stagg
     assert asked == [] and (again.finished_at, again.job_id) == (bob.finished_at, store.job_id)
 
 
+def _row_at(snapshot: Any, position: int) -> Explanation:
+    settings = ExplainSettings()
+    return Explanation.objects.create(
+        snapshot=snapshot,
+        position=position,
+        source_id=snapshot.source_id,
+        settings_key=settings.key(),
+        settings=settings.as_dict(),
+    )
+
+
 def test_a_row_taken_into_a_freed_slot_is_queued_again_when_its_worker_dies(owner, settings):
     conversation = start_conversation(owner.user)
     snapshot = snapshot_of(conversation)
-    rows = [
-        Explanation.objects.create(
-            snapshot=snapshot,
-            position=p,
-            source_id=snapshot.source_id,
-            settings_key=ExplainSettings().key(),
-            settings=ExplainSettings().as_dict(),
-        )
-        for p in (2, 5)
-    ]
+    rows = [_row_at(snapshot, p) for p in (2, 5)]
     dying = DjangoStore(job_id="dying")
     job = dying.explain_job([str(rows[0].pk)])
     assert job is not None and job.explanation_ids == [str(rows[0].pk), str(rows[1].pk)]
-    third = Explanation.objects.create(
-        snapshot=snapshot,
-        position=8,
-        source_id=snapshot.source_id,
-        settings_key=ExplainSettings().key(),
-        settings=ExplainSettings().as_dict(),
-    )
+    third = _row_at(snapshot, 8)
     taken = dying.take_waiting(job, 1)
     assert taken is not None and taken.explanation_ids == [str(third.pk)]
     third.refresh_from_db()
@@ -216,8 +212,11 @@ def test_a_row_taken_into_a_freed_slot_is_queued_again_when_its_worker_dies(owne
     assert str(third.pk) in report.sent  # queued again and sent as its own job
     third.refresh_from_db()
     assert (third.status, third.job_id) == ("queued", "")
-    rerun = DjangoStore(job_id="rerun").explain_job([str(third.pk)])
+    rerun_store = DjangoStore(job_id="rerun")
+    rerun = rerun_store.explain_job([str(third.pk)])
     assert rerun is not None and rerun.explanation_ids == [str(third.pk)]  # alone: it was tried
+    _row_at(snapshot, 10)  # a fresh click: not for a job running a row that may kill its worker
+    assert rerun_store.take_waiting(rerun, 1) is None
     dying.finish_explanation(str(third.pk), {"text": "from the dead job"})
     third.refresh_from_db()
     assert (third.status, third.job_id, third.text) == ("running", "rerun", "")
