@@ -217,20 +217,20 @@ class _Progress:
         self.report([index])
 
     def failed(self, index: int, error: str) -> None:
-        row = self.rows[index]
-        self.store.fail_explanations([row.explanation_id], error)
-        frame = ExplanationFailed(explanation_id=row.explanation_id, error=error)
-        self.store.publish(row.conversation_id, frame)
-        self.ended.add(index)
+        """A row whose own request failed (the others go on)."""
+        self._fail([index], error)
         self.report([index])
 
     def fail_unfinished(self, error: str) -> None:
-        unfinished = [k for k in range(len(self.rows)) if k not in self.ended]
-        self.store.fail_explanations([self.rows[k].explanation_id for k in unfinished], error)
-        for k in unfinished:
+        self._fail([k for k in range(len(self.rows)) if k not in self.ended], error)
+
+    def _fail(self, indexes: list[int], error: str) -> None:
+        self.store.fail_explanations([self.rows[k].explanation_id for k in indexes], error)
+        for k in indexes:
             row = self.rows[k]
             frame = ExplanationFailed(explanation_id=row.explanation_id, error=error)
             self.store.publish(row.conversation_id, frame)
+        self.ended.update(indexes)
 
     def report(self, indexes: list[int] | None = None) -> None:
         """Tell what waits on these rows (all not yet told, by default) that they finished."""

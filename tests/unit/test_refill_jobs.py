@@ -220,3 +220,44 @@ def test_a_row_taken_into_a_freed_slot_is_queued_again_when_its_worker_dies(owne
     dying.finish_explanation(str(third.pk), {"text": "from the dead job"})
     third.refresh_from_db()
     assert (third.status, third.job_id, third.text) == ("running", "rerun", "")
+
+
+def test_a_taken_row_whose_own_request_fails_fails_alone(engine):
+    source_id = engine.source.id
+    [alice] = _queued("alice", EARLY[0], [EARLY[1]], source_id)
+    bobs: list[Explanation] = []
+    store = GatedStore(lambda: bobs.extend(_queued("bob", BOB[0], [40], source_id)))
+
+    run_explain(store, [str(alice.pk)], engine_for=lambda _: engine)
+
+    [bob] = bobs
+    alice.refresh_from_db()
+    bob.refresh_from_db()
+    assert alice.status == "done"
+    assert (bob.status, bob.error) == (
+        "failed",
+        "Token position 40 is outside this conversation, which has 12 tokens (positions 0 to 11).",
+    )
+    [frame] = [f for f in store.frames if f.type == "explanation.failed"]
+    assert (frame.explanation_id, frame.error) == (str(bob.pk), bob.error)
+
+
+def test_a_freed_slot_goes_to_the_person_with_fewest_rows_running_not_the_oldest_row(owner):
+    """One take at a time would always pick the person whose row is oldest; each person's running
+    rows count as turns they have, so a flood in the decode lets another person's click in next."""
+    flood = snapshot_of(start_conversation(owner.user))
+    other = snapshot_of(start_conversation(make_persona("bob").user), first_token=150)
+    running = [_row_at(flood, p) for p in (1, 2)]
+    store = DjangoStore(job_id="decoding")
+    job = store.explain_job([str(running[0].pk)])
+    assert job is not None and len(job.explanation_ids) == 2
+    waiting = [_row_at(flood, 3), _row_at(flood, 4)]
+    click = _row_at(other, 5)
+
+    taken = [store.take_waiting(job, 1) for _ in range(3)]
+
+    assert [t.explanation_ids if t else None for t in taken] == [
+        [str(click.pk)],
+        [str(waiting[0].pk)],
+        [str(waiting[1].pk)],
+    ]
