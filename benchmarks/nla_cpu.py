@@ -191,22 +191,19 @@ def refill(engine: NlaEngine, _tokens: list[int]) -> None:
     fixed, fixed_texts = best_of(2, batches)
     slots, slot_texts = best_of(2, refilled)
     same = sum(a == b for a, b in zip(fixed_texts, slot_texts, strict=True))
+    lengths = sorted(
+        len(av.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in slot_texts
+    )
     print(
         f"[refill] the AV alone on those clicks: 2 batches of 16 {fixed:.2f} s, slot refill "
-        f"(16 slots) {slots:.2f} s, ratio {fixed / slots:.2f}x; identical greedy texts {same}/32"
+        f"(16 slots) {slots:.2f} s, ratio {fixed / slots:.2f}x; identical greedy texts {same}/32; "
+        f"texts of {lengths[0]}-{lengths[-1]} tokens (median {lengths[16]}, at most "
+        f"{SETTINGS.max_new_tokens}): slot refill gains only where rows stop at different steps"
     )
 
 
 def shared_batch(engine: NlaEngine, _tokens: list[int]) -> None:
-    users = [
-        [ChatTurn("user", text)]
-        for text in (
-            "My cat loves to sleep on the warm windowsill in the afternoon.",
-            "What is the capital of France, and why is it famous?",
-            "Write a haiku about autumn leaves falling in the park.",
-            "How do I sort a list of numbers in Python?",
-        )
-    ]
+    users = [[ChatTurn("user", text)] for text in USERS]
     requests = []
     for turns in users:
         ids = engine.tokenize(turns).token_ids

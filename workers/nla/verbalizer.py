@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +166,7 @@ class Verbalizer:
             slots=slots,
             on_text=on_text,
             on_done=done,
+            patch=self._patch,
         )
         return [self._result(d) for d in decoded]
 
@@ -179,8 +182,16 @@ class Verbalizer:
         if layer == 0:
             embeds = embeddings_with_injection(self.model, rest, 0, injected)
             return Prompt(inputs_embeds=embeds, cache=self.prefix_cache())
-        patch = partial(patched_block_output, self.model, layer, 0, injected)
-        return Prompt(input_ids=rest, cache=self.prefix_cache(), patch=patch)
+        return Prompt(input_ids=rest, cache=self.prefix_cache(), injected=injected)
+
+    def _patch(self, prompts: list[Prompt]) -> AbstractContextManager[None]:
+        """The block-output injection of the prompts' vectors, each into its own row; nothing
+        for an AV fed at the embedding layer (the vector is in the prompt's embeddings)."""
+        vectors = [p.injected for p in prompts if p.injected is not None]
+        if not vectors:
+            return contextlib.nullcontext()
+        layer = self.meta.injection_layer
+        return patched_block_output(self.model, layer, 0, torch.cat(vectors))
 
     def _spec(self, settings: GenerationSettings) -> DecodeSpec:
         return DecodeSpec(
