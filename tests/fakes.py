@@ -182,6 +182,21 @@ class MemoryStore:
         first = taken[0]
         return ExplainJob(first.source_id, first.settings, group_rows([r.taken() for r in taken]))
 
+    def take_waiting(self, job: ExplainJob, limit: int) -> ExplainJob | None:
+        """Up to `limit` queued rows of the job's source and settings, oldest first, marked running."""
+        first = self.rows[job.explanation_ids[0]]
+        taken = [
+            row
+            for row in self.rows.values()
+            if row.status == "queued"
+            and (row.source_id, row.settings) == (first.source_id, first.settings)
+        ][:limit]
+        if not taken:
+            return None
+        for row in taken:
+            row.status, row.stage = "running", "loading"
+        return ExplainJob(job.source_id, job.settings, group_rows([r.taken() for r in taken]))
+
     def set_stage(self, explanation_ids: list[str], stage: str) -> None:
         for pk in explanation_ids:
             self.rows[pk].stage = stage
@@ -214,6 +229,9 @@ class EchoEngine:
         self.fails = fails
         self.requests: list[list[tuple[list[int], list[int]]]] = []
         self.replies = 0  # how many replies it generated
+
+    def can_refill(self) -> bool:
+        return False  # fixed batches: the pipeline's path for a vLLM or sliding-window AV
 
     def explain_batch(
         self,

@@ -21,13 +21,17 @@ from workers.contracts import (
     ExplanationText,
 )
 from workers.nla.errors import NlaError, is_time_limit
-from workers.nla.types import Engine, Reply
-from workers.store import ExplainJob, ReplyJob, SnapshotStore, Store, Turn
+from workers.nla.types import MAX_POSITIONS_PER_REQUEST, Engine, Reply
+from workers.store import ExplainJob, JobRow, ReplyJob, SnapshotStore, Store, Turn
 
 log = logging.getLogger(__name__)
 
 #: At most one text frame per row per this many seconds; the final text always goes out.
 TEXT_FRAME_INTERVAL_S = 0.1
+
+#: Most rows one job explains (its own included) when it refills freed slots: about four batches'
+#: time, so a job under a stream of clicks ends well within its time limit.
+REFILL_MAX_ROWS = 4 * MAX_POSITIONS_PER_REQUEST
 
 #: The engine serving a source id (`workers.nla.registry.get_engine` in a worker).
 EngineFor = Callable[[str], Engine]
@@ -69,10 +73,11 @@ class Throttle:
         else:
             self._held[key] = text
 
-    def flush(self) -> None:
-        for key, text in self._held.items():
-            self._send(key, text)
-        self._held.clear()
+    def flush(self, key: int | None = None) -> None:
+        """Send what is held (for `key` only, when given)."""
+        keys = list(self._held) if key is None else [key] if key in self._held else []
+        for k in keys:
+            self._send(k, self._held.pop(k))
 
 
 def _turns(history: list[Any]) -> list[Any]:
@@ -157,11 +162,15 @@ def _write(
 
 
 class _Progress:
-    """ExplainProgress that stores stages and publishes throttled frames."""
+    """RefillProgress that stores stages and results and publishes throttled frames, for the job's
+    rows and for those it takes into freed slots (`more`), one row at a time where asked."""
 
     def __init__(self, store: Store, job: ExplainJob) -> None:
         self.store, self.job = store, job
         self.text = Throttle(self._send_text)
+        self.rows: list[JobRow] = list(job.rows)  # by index: the job's, then those taken later
+        self.ended: set[int] = set()  # indexes stored as done or failed
+        self.reported: set[int] = set()  # indexes whose waiters heard (`job_finished`)
 
     def stage(self, name: str, done: int, total: int) -> None:
         self.text.flush()  # the last text of a stage goes out before the next stage begins
@@ -174,11 +183,68 @@ class _Progress:
                 ),
             )
 
+    def row_stage(self, index: int, name: str) -> None:
+        row = self.rows[index]
+        self.text.flush(index)
+        self.store.set_stage([row.explanation_id], name)
+        frame = ExplanationProgress(explanation_id=row.explanation_id, stage=name, done=0, total=1)
+        self.store.publish(row.conversation_id, frame)
+
+    def more(self) -> tuple[list[int], int] | None:
+        """The next waiting row of the job's source and settings, taken by this job; None when
+        none waits, or once the job took REFILL_MAX_ROWS."""
+        if len(self.rows) >= REFILL_MAX_ROWS:
+            return None
+        taken = self.store.take_waiting(self.job, 1)
+        if taken is None:
+            return None
+        [group] = taken.groups
+        self.rows += group.rows
+        if (len(self.rows) - len(self.job.rows)) % MAX_POSITIONS_PER_REQUEST == 1:
+            self.store.queue_moved(self.job.source_id)  # as often as a job of a full batch does
+        return group.token_ids, group.rows[0].position
+
+    def store_result(self, index: int, result: Any) -> None:
+        row = self.rows[index]
+        self.store.finish_explanation(row.explanation_id, _result_fields(result, row.template_end))
+        self.store.publish(row.conversation_id, _done_frame(row.explanation_id, result))
+        self.ended.add(index)
+
+    def done(self, index: int, result: Any) -> None:
+        """A row that stopped before the others: stored, and whatever waited on it moves on."""
+        self.text.flush(index)
+        self.store_result(index, result)
+        self.report([index])
+
+    def failed(self, index: int, error: str) -> None:
+        """A row whose own request failed (the others go on)."""
+        self._fail([index], error)
+        self.report([index])
+
+    def fail_unfinished(self, error: str) -> None:
+        self._fail([k for k in range(len(self.rows)) if k not in self.ended], error)
+
+    def _fail(self, indexes: list[int], error: str) -> None:
+        self.store.fail_explanations([self.rows[k].explanation_id for k in indexes], error)
+        for k in indexes:
+            row = self.rows[k]
+            frame = ExplanationFailed(explanation_id=row.explanation_id, error=error)
+            self.store.publish(row.conversation_id, frame)
+        self.ended.update(indexes)
+
+    def report(self, indexes: list[int] | None = None) -> None:
+        """Tell what waits on these rows (all not yet told, by default) that they finished."""
+        if indexes is None:
+            indexes = [k for k in range(len(self.rows)) if k not in self.reported]
+        if indexes:
+            self.store.job_finished([self.rows[k].explanation_id for k in indexes])
+            self.reported.update(indexes)
+
     def _send_text(self, index: int, raw_so_far: str) -> None:
         """Publish the explanation so far as the panel will show it (without the AV's tags)."""
         from workers.nla.verbalizer import extract_explanation
 
-        row = self.job.rows[index]
+        row = self.rows[index]
         text = extract_explanation(raw_so_far)
         self.store.publish(
             row.conversation_id, ExplanationText(explanation_id=row.explanation_id, text=text)
@@ -219,41 +285,39 @@ def run_explain(
     store: Store, explanation_ids: list[str], engine_for: EngineFor = registry_engine
 ) -> None:
     """Explain the job's rows (and other queued rows of its source it could take) in one engine
-    batch; store each result and publish it to its own conversation. The rows still waiting hear
-    their new place in the queue; whatever waited on these rows (whole-message runs) moves on."""
+    batch; store each result and publish it to its own conversation. Where the engine refills
+    slots, each row is stored as it stops, and waiting rows of the source (anyone's, in turns)
+    join the running decode as slots free. The rows still waiting hear their new place in the
+    queue; whatever waited on these rows (whole-message runs) moves on."""
     job = store.explain_job(explanation_ids)
     if job is None:
         return
     store.queue_moved(job.source_id)
+    progress = _Progress(store, job)
     try:
-        _explain(store, job, engine_for)
+        _explain(job, engine_for, progress)
     finally:
-        store.job_finished(job.explanation_ids)
+        progress.report()
 
 
-def _explain(store: Store, job: ExplainJob, engine_for: EngineFor) -> None:
+def _explain(job: ExplainJob, engine_for: EngineFor, progress: _Progress) -> None:
     from workers.nla.types import GenerationSettings
 
     try:
-        progress = _Progress(store, job)
         progress.stage("loading", 0, len(job.rows))
         engine = engine_for(job.source_id)
         settings = GenerationSettings(**job.settings)
         requests = [(g.token_ids, [r.position for r in g.rows]) for g in job.groups]
+        if engine.can_refill():
+            engine.explain_refill(requests, settings, progress, progress.more)
+            return
         results = [r for group in engine.explain_batch(requests, settings, progress) for r in group]
         progress.text.flush()
-        for row, result in zip(job.rows, results, strict=True):
-            store.finish_explanation(row.explanation_id, _result_fields(result, row.template_end))
-            store.publish(row.conversation_id, _done_frame(row.explanation_id, result))
+        for index, result in enumerate(results):
+            progress.store_result(index, result)
     except Exception as error:
         log.exception("explain %s failed", job.explanation_ids)
-        reason = readable(error, "explaining this token")
-        store.fail_explanations(job.explanation_ids, reason)
-        for row in job.rows:
-            store.publish(
-                row.conversation_id,
-                ExplanationFailed(explanation_id=row.explanation_id, error=reason),
-            )
+        progress.fail_unfinished(readable(error, "explaining this token"))
 
 
 def _done_frame(explanation_id: str, result: Any) -> ExplanationDone:

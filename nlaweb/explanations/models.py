@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import F, Min, Q, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Count, F, Min, OuterRef, Q, Subquery, Value, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from nlaweb.chat.models import prefix_hashes, prefix_key
@@ -51,19 +51,25 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
         """Locked for this transaction; rows another transaction holds are skipped, not awaited."""
         return self.select_for_update(skip_locked=True, of=("self",)).select_related("snapshot")
 
-    def in_turns(self, turns: int | None = None) -> ExplanationQuerySet:
+    def in_turns(
+        self, turns: int | None = None, held: ExplanationQuerySet | None = None
+    ) -> ExplanationQuerySet:
         """The fairness order, the one workers take rows in and queue places count in: people in
         turns (each person's oldest first, by position within one request), people in the order
-        of their oldest row; with `turns`, only each person's first `turns` rows."""
+        of their oldest row; with `turns`, only each person's first `turns` rows. With `held`,
+        each person's turns come after their rows in it (rows running in a decode whose freed
+        slots these rows fill are turns that person already has)."""
         owner = F("snapshot__conversation__owner_id")
         ranked = self.annotate(
             owner=owner,
             turn=Window(RowNumber(), partition_by=[owner], order_by=[F("created_at"), "position"]),
             owner_since=Window(Min("created_at"), partition_by=[owner]),
+            taken=Coalesce(Subquery(_count_per_owner(held)), 0) if held is not None else Value(0),
         )
         if turns is not None:
             ranked = ranked.filter(turn__lte=turns)
-        return ranked.order_by("turn", "owner_since", "owner", "created_at", "position")
+        order = F("turn") + F("taken")
+        return ranked.order_by(order, "owner_since", "owner", "created_at", "position")
 
     # -- state changes ------------------------------------------------------------------------
     def mark_sent(self, now: datetime) -> int:
@@ -159,15 +165,30 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
         self.filter(pk__in=[row.pk for row in claim.rows]).start(job_id, now)
         return claim
 
-    def _take_in_turns(self, group: Mapping[str, Any], limit: int) -> list[Explanation]:
-        """Up to `limit` queued rows of `group` nobody's worker died on, in `in_turns` order,
-        locked. Rows other workers hold are skipped and the next ones looked at, so a job takes a
-        full batch whenever one waits."""
+    def take_waiting(self, like: str, job_id: str, limit: int, now: datetime) -> list[Explanation]:
+        """Up to `limit` more queued rows of the source and settings of row `like`, in turns over
+        their owners, marked running by `job_id`: a running job fills the slots its finished rows
+        freed. Rows a worker died on are left to run alone, and a job running one (`like` taken
+        more than once) takes none. Call inside a transaction."""
+        group = self.filter(pk=like, attempts__lte=1).values("source_id", "settings_key").first()
+        if group is None:
+            return []
+        rows = self._take_in_turns(group, limit, held=self.filter(status=RUNNING, **group))
+        self.filter(pk__in=[row.pk for row in rows]).start(job_id, now)
+        return rows
+
+    def _take_in_turns(
+        self, group: Mapping[str, Any], limit: int, held: ExplanationQuerySet | None = None
+    ) -> list[Explanation]:
+        """Up to `limit` queued rows of `group` nobody's worker died on, in `in_turns` order
+        (after each person's rows in `held`), locked. Rows other workers hold are skipped and the
+        next ones looked at, so a job takes a full batch whenever one waits."""
         waiting = self.filter(status=QUEUED, attempts=0, **group)
         order: list[Any] = []
         taken: dict[Any, Explanation] = {}
         while len(taken) < limit:
-            turns = list(waiting.exclude(pk__in=order).in_turns(limit).values_list("pk", flat=True))
+            ranked = waiting.exclude(pk__in=order).in_turns(limit, held)
+            turns = list(ranked.values_list("pk", flat=True))
             if not turns:
                 break
             order += turns
@@ -183,6 +204,13 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
         """Explanation id → its 1-based place among the source's queued rows, in `in_turns` order."""
         rows = self.filter(source_id=source_id, status=QUEUED).in_turns()[:limit]
         return {str(pk): place for place, pk in enumerate(rows.values_list("pk", flat=True), 1)}
+
+
+def _count_per_owner(rows: ExplanationQuerySet) -> Any:
+    """How many of `rows` the outer row's person has (a subquery on its `owner`)."""
+    owner = "snapshot__conversation__owner_id"
+    mine = rows.filter(**{owner: OuterRef("owner")}).order_by().values(owner)
+    return mine.annotate(count=Count("pk")).values("count")
 
 
 class Explanation(models.Model):

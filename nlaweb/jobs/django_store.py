@@ -140,6 +140,17 @@ class DjangoStore:
                 log.info("could %s at try %d: the database is back", what, tries)
             return done
 
+    def _best_effort(self, what: str, operation: Callable[[], T], otherwise: T) -> T:
+        """`operation()`, or `otherwise` while the database does not answer: places in line, what
+        waits on finished rows and the rows a running job could take are hints (the next job and
+        the sweeper cover them), never worth holding a job's results for."""
+        try:
+            return operation()
+        except DatabaseError as error:
+            log.warning("could not %s (%r); going on without", what, error)
+            _drop_connection()
+            return otherwise
+
     # -- chat ---------------------------------------------------------------------------------
     def reply_job(self, message_id: str) -> ReplyJob | None:
         """Take the placeholder (unless another live job has it) and read its history; None when
@@ -229,6 +240,23 @@ class DjangoStore:
                 explanation_ids, self.job_id, MAX_POSITIONS_PER_REQUEST, timezone.now()
             )
 
+    def take_waiting(self, job: ExplainJob, limit: int) -> ExplainJob | None:
+        """Take up to `limit` more queued rows of `job`'s source and settings, anyone's, in the
+        fairness order, as this job's: running, beating with it and fenced by its id, so their
+        own jobs find them taken and the sweeper queues them again if this worker dies. None when
+        none waits, or when the database does not answer (their own jobs take them later)."""
+        none: list[Explanation] = []
+        rows = self._best_effort("take waiting rows", lambda: self._take_waiting(job, limit), none)
+        if not rows:
+            return None
+        return ExplainJob(job.source_id, job.settings, group_rows(taken_rows(rows)))
+
+    def _take_waiting(self, job: ExplainJob, limit: int) -> list[Explanation]:
+        with transaction.atomic():
+            return Explanation.objects.take_waiting(
+                job.explanation_ids[0], self.job_id, limit, timezone.now()
+            )
+
     def _send_released(self, rows: list[Explanation]) -> None:
         """Send rows handed back by a retried job, one job each; if the broker is down they stay
         unsent and the sweeper sends them later."""
@@ -258,6 +286,9 @@ class DjangoStore:
     # -- what waits on a job ----------------------------------------------------------------
     def queue_moved(self, source_id: str) -> None:
         """Tell every row still waiting for this source its place in line (it just moved up)."""
+        self._best_effort("tell the queue its places", lambda: self._queue_moved(source_id), None)
+
+    def _queue_moved(self, source_id: str) -> None:
         places = Explanation.objects.queue_places(source_id)
         owners = dict(
             Explanation.objects.filter(pk__in=list(places)).values_list(
@@ -272,6 +303,10 @@ class DjangoStore:
     def job_finished(self, explanation_ids: list[str]) -> None:
         """Feed the whole-message runs of the people whose rows finished, and tell the pages of
         the runs those rows belong to how far they got."""
+        what = "feed what waited on the rows"
+        self._best_effort(what, lambda: self._job_finished(explanation_ids), None)
+
+    def _job_finished(self, explanation_ids: list[str]) -> None:
         rows = list(
             Explanation.objects.filter(pk__in=explanation_ids).values_list(
                 "prefix_hash", "snapshot__conversation_id", "snapshot__conversation__owner_id"

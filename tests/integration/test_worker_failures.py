@@ -40,6 +40,9 @@ class BrokenEngine:
     def __init__(self, fails: Any) -> None:
         self.fails = fails
 
+    def can_refill(self) -> bool:
+        return False
+
     def explain_batch(
         self,
         requests: Sequence[tuple[Sequence[int], Sequence[int]]],

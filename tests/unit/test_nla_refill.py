@@ -81,8 +81,8 @@ class Feed:
     def on_text(self, row: int, _text: str) -> None:
         self.streamed.add(row)
 
-    def on_done(self, row: int, _decoded: Decoded) -> None:
-        self.done.add(row)
+    def on_done(self, finished: list[tuple[int, Decoded]]) -> None:
+        self.done.update(row for row, _ in finished)
 
 
 def _staggered_spec(model: Any, tokenizer: Any, prompts: list[list[int]]) -> DecodeSpec:
@@ -158,7 +158,7 @@ def test_the_verbalizer_refilling_two_slots_explains_each_vector_as_it_does_alon
         lambda: next(waiting, None),
         settings,
         slots=2,
-        on_done=lambda row, _text: finished.append(row),
+        on_done=lambda rows: finished.extend(row for row, _ in rows),
     )
     assert refilled == alone
     assert sorted(finished) == list(range(6))

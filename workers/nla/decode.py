@@ -70,6 +70,13 @@ class _Rows:
         self.stopped = [False] * batch
         self.tokenizer, self.spec, self.on_text = tokenizer, spec, on_text
 
+    def new(self) -> int:
+        """A new row, with nothing generated yet; its number."""
+        self.ids.append([])
+        self.texts.append("")
+        self.stopped.append(False)
+        return len(self.ids) - 1
+
     def add(self, row: int, token: int) -> None:
         if token in self.spec.end_ids:
             self.stopped[row] = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from workers.nla.cache import ActivationCache, prefix_keys
 from workers.nla.errors import (
     CheckpointIncompatible,
     InputTooLong,
+    NlaError,
     PositionOutOfRange,
     WorkerOutOfMemory,
     mismatch,
@@ -33,10 +35,13 @@ from workers.nla.types import (
     ExplainProgress,
     Fidelity,
     GenerationSettings,
+    NextRow,
+    RefillProgress,
     Reply,
     TokenExplanation,
     TokenizedConversation,
     VectorExplanation,
+    VerbalizedText,
 )
 from workers.nla.verbalizer import INJECTION_SUSPECT, Verbalizer, injection_suspect
 from workers.source_config import SourceConfig
@@ -198,6 +203,57 @@ class NlaEngine:
             for token_ids, positions in requests
         ]
 
+    def can_refill(self) -> bool:
+        """Whether `explain_refill` may run: the AV decodes on transformers, over a KV cache it can
+        pad (a vLLM AV and sliding-window layers keep fixed batches)."""
+        av = self.verbalizer
+        return (av.generator is None or av.meta.injection_layer > 0) and av.can_refill()
+
+    def explain_refill(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        settings: GenerationSettings,
+        progress: RefillProgress,
+        more: NextRow,
+    ) -> None:
+        """Explain the requests' positions (captured first, as `explain_batch` does) in one
+        slot-refill decode of MAX_POSITIONS_PER_REQUEST slots: each time a slot frees, `more()`
+        may hand out a row of another request, captured then and joined to the running decode.
+        Rows are numbered as handed out, the requests' positions first; each is scored when it
+        stops and handed to `progress.done`, so no row waits for the others."""
+        total = sum(len(positions) for _, positions in requests)
+        _check_count(total)
+        with out_of_memory_as_error("explaining these tokens"):
+            rows: list[_Row] = []
+            for token_ids, positions in requests:
+                progress.stage("capturing", len(rows), total)
+                vectors = self.capture(token_ids, positions)
+                rows += [_Row(token_ids, p, v) for p, v in zip(positions, vectors, strict=True)]
+            progress.stage("verbalizing", 0, total)
+            feed = _RefillFeed(self, rows, more, progress)
+            self.verbalizer.verbalize_refill(
+                feed.next_vector,
+                settings,
+                slots=MAX_POSITIONS_PER_REQUEST,
+                on_text=feed.text,
+                on_done=feed.score,
+            )
+
+    def score_rows(
+        self, rows: Sequence[_Row], texts: Sequence[VerbalizedText]
+    ) -> list[TokenExplanation]:
+        """Score the AV's texts of `rows` as one AR batch (specificity as `explain_batch` ranks
+        it); their predictions join the reference pool."""
+        vectors = torch.stack([row.vector for row in rows])
+        snapshots = [token_prefix(row.token_ids) for row in rows]
+        scores, predicted = self._score([t.text for t in texts], vectors, snapshots)
+        self.pool.add(predicted, [token_prefix(r.token_ids[: r.position + 1]) for r in rows])
+        norms = vectors.float().norm(dim=-1).tolist()
+        return [
+            self._token_result(row.token_ids, row.position, VectorExplanation(t, s, n))
+            for row, t, s, n in zip(rows, texts, scores, norms, strict=True)
+        ]
+
     def _token_result(
         self, token_ids: Sequence[int], position: int, result: VectorExplanation
     ) -> TokenExplanation:
@@ -291,6 +347,67 @@ class NlaEngine:
                     f"Token position {p} is outside this conversation, which has "
                     f"{len(token_ids)} tokens (positions 0 to {len(token_ids) - 1})."
                 )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One token to explain in a slot-refill decode, with its captured `[d]` activation."""
+
+    token_ids: Sequence[int]
+    position: int
+    vector: torch.Tensor
+
+
+class _RefillFeed:
+    """The rows of one slot-refill decode: the requests' first, then those `more` hands out.
+    Indexes count rows as they were handed out (what `progress` hears); `decoded[k]` is the index
+    of the decode's row k (a row whose own request failed has an index, but no decode row)."""
+
+    def __init__(
+        self, engine: NlaEngine, rows: list[_Row], more: NextRow, progress: RefillProgress
+    ) -> None:
+        self.engine, self.more, self.progress = engine, more, progress
+        self.rows = dict(enumerate(rows))
+        self.count = len(rows)
+        self.pending = deque(range(len(rows)))
+        self.decoded: list[int] = []
+
+    def next_vector(self) -> torch.Tensor | None:
+        if not self.pending and not self._take():
+            return None
+        index = self.pending.popleft()
+        self.decoded.append(index)
+        return self.rows[index].vector
+
+    def _take(self) -> bool:
+        """Capture the next row `more` hands out; one whose own request fails is reported and
+        the next one asked for."""
+        while (row := self.more()) is not None:
+            token_ids, position = row
+            index, self.count = self.count, self.count + 1
+            self.progress.row_stage(index, "capturing")
+            try:
+                vector = self.engine.capture(token_ids, [position])[0]
+            except NlaError as error:
+                self.progress.failed(index, error.message)
+                continue
+            self.rows[index] = _Row(token_ids, position, vector)
+            self.pending.append(index)
+            self.progress.row_stage(index, "verbalizing")
+            return True
+        return False
+
+    def text(self, row: int, text: str) -> None:
+        self.progress.text(self.decoded[row], text)
+
+    def score(self, finished: list[tuple[int, VerbalizedText]]) -> None:
+        indexes = [self.decoded[row] for row, _ in finished]
+        for index in indexes:
+            self.progress.row_stage(index, "scoring")
+        rows = [self.rows[index] for index in indexes]
+        results = self.engine.score_rows(rows, [text for _, text in finished])
+        for index, result in zip(indexes, results, strict=True):
+            self.progress.done(index, result)
 
 
 def _check_count(count: int) -> None:

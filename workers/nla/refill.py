@@ -24,13 +24,13 @@ from workers.nla.decode import Decoded, DecodeSpec, _penalise, _pick, _Rows
 @dataclass(frozen=True)
 class Prompt:
     """One row to generate for: its prompt `[1, T]` (ids or embeddings) after `cache`, a batch-1
-    KV cache of the tokens before it (None: nothing before it). `patch` wraps its prefill (the
-    AV's block-output injection, which applies to that pass only)."""
+    KV cache of the tokens before it (None: nothing before it). `injected` `[1, d]` is what the
+    caller's `patch` puts into this row's prefill (the AV's block-output injection)."""
 
     input_ids: torch.Tensor | None = None
     inputs_embeds: torch.Tensor | None = None
     cache: Any = None
-    patch: Callable[[], AbstractContextManager[None]] | None = None
+    injected: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -40,10 +40,13 @@ class Prompt:
         return before + int(prompt.shape[1])
 
 
-#: The next waiting row, or None when none waits (asked each time a slot is free).
+#: The next waiting row, or None when none waits now: asked while a slot is free, and asked again
+#: each time a row stops (one may have come to wait meanwhile).
 NextPrompt = Callable[[], Prompt | None]
-#: on_done(row, decoded) as each row finishes, in the order rows finish.
-OnDone = Callable[[int, Decoded], None]
+#: on_done([(row, decoded), ...]) once per step, with the rows that stopped on it.
+OnDone = Callable[[list[tuple[int, Decoded]]], None]
+#: Wraps the one prefill of prompts that join together, each its own row of it, in that order.
+Patch = Callable[[list[Prompt]], AbstractContextManager[None]]
 
 
 @dataclass
@@ -69,37 +72,54 @@ def generate_refill(
     slots: int,
     on_text: Callable[[int, str], None] | None = None,
     on_done: OnDone | None = None,
+    patch: Patch | None = None,
 ) -> list[Decoded]:
     """Generate for every row `next_prompt` hands out, at most `slots` at a time; rows are numbered
-    in the order they were handed out. Returns their results in that order."""
+    in the order they were handed out. Returns their results in that order, once a free slot finds
+    no row waiting and every running row stopped. Prompts handed out together (a batch of freed
+    slots) of one length are prefilled as one batch."""
     generator = torch.Generator().manual_seed(spec.seed) if spec.temperature > 0 else None
     rows = _Rows(0, tokenizer, spec, on_text)
     batch, results = _Batch(), {}
     device = next(model.parameters()).device
-    waiting = True
+    asking = True
     with torch.no_grad():
         while True:
-            while waiting and len(batch.rows) < slots:
+            joining: list[Prompt] = []
+            while asking and len(batch.rows) + len(joining) < slots:
                 prompt = next_prompt()
                 if prompt is None:
-                    waiting = False
+                    asking = False
                     break
-                _join(model, spec, generator, rows, batch, prompt)
-            for row in [r for r in batch.rows if _finished(rows, spec, r)]:
-                results[row] = rows.result()[row]
-                if on_done is not None:
-                    on_done(row, results[row])
+                joining.append(prompt)
+            numbers = [rows.new() for _ in joining]  # rows are numbered as handed out
+            for group in _alike(list(zip(numbers, joining, strict=True))):
+                _join(model, spec, generator, rows, batch, group, patch)
+            finished = [r for r in batch.rows if _finished(rows, spec, r)]
+            results.update({row: rows.result()[row] for row in finished})
+            if finished and on_done is not None:
+                on_done([(row, results[row]) for row in finished])
+            asking = asking or bool(finished)
             _leave(batch, [k for k, r in enumerate(batch.rows) if r not in results])
-            if not batch.rows:
-                if waiting:
-                    continue
+            if batch.rows:
+                _step(model, spec, generator, rows, batch, device)
+            elif not asking:
                 break
-            _step(model, spec, generator, rows, batch, device)
     return [results[row] for row in range(len(results))]
 
 
 def _finished(rows: _Rows, spec: DecodeSpec, row: int) -> bool:
     return rows.stopped[row] or len(rows.ids[row]) >= spec.max_new_tokens
+
+
+def _alike(prompts: list[tuple[int, Prompt]]) -> list[list[tuple[int, Prompt]]]:
+    """Numbered prompts grouped by what one prefill can take: ids or embeddings, one length."""
+    groups: dict[tuple[bool, int, int], list[tuple[int, Prompt]]] = {}
+    for number, prompt in prompts:
+        before = 0 if prompt.cache is None else int(prompt.cache.get_seq_length())
+        key = (prompt.input_ids is None, before, prompt.length)
+        groups.setdefault(key, []).append((number, prompt))
+    return list(groups.values())
 
 
 def _join(
@@ -108,26 +128,28 @@ def _join(
     generator: torch.Generator | None,
     rows: _Rows,
     batch: _Batch,
-    prompt: Prompt,
+    group: list[tuple[int, Prompt]],
+    patch: Patch | None,
 ) -> None:
-    """Prefill `prompt` alone, pick its first token, and add it to the batch (padded to one width)."""
-    row, length = len(rows.ids), prompt.length  # before the prefill extends `prompt.cache`
-    rows.ids.append([])
-    rows.texts.append("")
-    rows.stopped.append(False)
-    with prompt.patch() if prompt.patch is not None else contextlib.nullcontext():
+    """Prefill the `group`'s prompts (one length) as one batch, pick their first tokens, and add
+    them to the running batch (padded to one width)."""
+    prompts = [prompt for _, prompt in group]
+    length = prompts[0].length  # before the prefill extends the caches
+    cache = _stacked([p.cache for p in prompts])
+    with patch(prompts) if patch is not None else contextlib.nullcontext():
         out = model(
-            input_ids=prompt.input_ids,
-            inputs_embeds=prompt.inputs_embeds,
-            cache=prompt.cache,
+            input_ids=_cat([p.input_ids for p in prompts]),
+            inputs_embeds=_cat([p.inputs_embeds for p in prompts]),
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
     if any(getattr(layer, "is_sliding", False) for layer in _layers(out.cache)):
         raise NotImplementedError("slot refill needs a KV cache without sliding-window layers")
-    token = int(_pick(out.logits[:, -1, :], spec, generator)[0])
-    rows.add(row, token)
-    mask = torch.ones(1, length, dtype=torch.long, device=out.logits.device)
+    tokens = _pick(out.logits[:, -1, :], spec, generator).tolist()
+    for (row, _), token in zip(group, tokens, strict=True):
+        rows.add(row, token)
+    mask = torch.ones(len(group), length, dtype=torch.long, device=out.logits.device)
     if batch.cache is None:
         batch.cache, batch.mask = out.cache, mask
     else:
@@ -137,9 +159,22 @@ def _join(
         _cat_cache(batch.cache, out.cache)
         assert batch.mask is not None
         batch.mask = torch.cat([_pad_mask(batch.mask, width), _pad_mask(mask, width)])
-    batch.rows.append(row)
-    batch.tokens.append(token)
-    batch.lengths.append(length)
+    batch.rows += [row for row, _ in group]
+    batch.tokens += tokens
+    batch.lengths += [length] * len(group)
+
+
+def _stacked(caches: list[Any]) -> Any:
+    """The batch-1 caches of one length as one cache (the first one, extended); None stays None."""
+    if caches[0] is None:
+        return None
+    for other in caches[1:]:
+        _cat_cache(caches[0], other)
+    return caches[0]
+
+
+def _cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if tensors[0] is None else torch.cat([t for t in tensors if t is not None])
 
 
 def _step(

@@ -155,6 +155,22 @@ class NoProgress:
         return None
 
 
+class RefillProgress(ExplainProgress, Protocol):
+    """An ExplainProgress that also hears of rows one at a time, as slot refill moves each on:
+    a row that joined later ("capturing", "verbalizing"), a row's "scoring", its result, or the
+    sentence its own request failed with (the other rows go on)."""
+
+    def row_stage(self, index: int, name: str) -> None: ...
+
+    def done(self, index: int, result: TokenExplanation) -> None: ...
+
+    def failed(self, index: int, error: str) -> None: ...
+
+
+#: The next waiting row to explain, as (token ids, position), or None when none waits now.
+NextRow = Callable[[], tuple[Sequence[int], int] | None]
+
+
 class Engine(Protocol):
     """What a worker's jobs call on the engine of a source (workers/nla/engine.py's NlaEngine; the
     tests' EchoEngine). Torch-free in its types: raw vectors go in as nested lists."""
@@ -189,3 +205,13 @@ class Engine(Protocol):
         settings: GenerationSettings,
         progress: ExplainProgress,
     ) -> list[VectorExplanation]: ...
+
+    def can_refill(self) -> bool: ...
+
+    def explain_refill(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        settings: GenerationSettings,
+        progress: RefillProgress,
+        more: NextRow,
+    ) -> None: ...

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,18 +142,22 @@ class Verbalizer:
         *,
         slots: int,
         on_text: Callable[[int, str], None] | None = None,
-        on_done: Callable[[int, VerbalizedText], None] | None = None,
+        on_done: Callable[[list[tuple[int, VerbalizedText]]], None] | None = None,
     ) -> list[VerbalizedText]:
         """Explain vectors `[d]` as `next_vector` hands them out, at most `slots` at a time: a row
         that stops frees its slot for the next one at once (workers/nla/refill.py). Rows are
-        numbered in the order they were handed out; `on_done` hears each as it finishes."""
+        numbered in the order they were handed out; `on_done` hears, once per decode step, the rows
+        that stopped on it."""
         spec = self._spec(settings)
 
         def next_prompt() -> Prompt | None:
             vector = next_vector()
             return None if vector is None else self._prompt(vector)
 
-        done = None if on_done is None else (lambda row, d: on_done(row, self._result(d)))
+        def done(finished: list[tuple[int, Decoded]]) -> None:
+            if on_done is not None:
+                on_done([(row, self._result(d)) for row, d in finished])
+
         decoded = generate_refill(
             self.model,
             self.tokenizer,
@@ -160,6 +166,7 @@ class Verbalizer:
             slots=slots,
             on_text=on_text,
             on_done=done,
+            patch=self._patch,
         )
         return [self._result(d) for d in decoded]
 
@@ -175,8 +182,16 @@ class Verbalizer:
         if layer == 0:
             embeds = embeddings_with_injection(self.model, rest, 0, injected)
             return Prompt(inputs_embeds=embeds, cache=self.prefix_cache())
-        patch = partial(patched_block_output, self.model, layer, 0, injected)
-        return Prompt(input_ids=rest, cache=self.prefix_cache(), patch=patch)
+        return Prompt(input_ids=rest, cache=self.prefix_cache(), injected=injected)
+
+    def _patch(self, prompts: list[Prompt]) -> AbstractContextManager[None]:
+        """The block-output injection of the prompts' vectors, each into its own row; nothing
+        for an AV fed at the embedding layer (the vector is in the prompt's embeddings)."""
+        vectors = [p.injected for p in prompts if p.injected is not None]
+        if not vectors:
+            return contextlib.nullcontext()
+        layer = self.meta.injection_layer
+        return patched_block_output(self.model, layer, 0, torch.cat(vectors))
 
     def _spec(self, settings: GenerationSettings) -> DecodeSpec:
         return DecodeSpec(
