@@ -51,14 +51,16 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
+  // The selected field is copied at once (execCommand, inside the click); the clipboard API is only
+  // the fallback, as its promise can wait on a permission or on focus and leave the button unanswered.
   async function copyFrom(button, input) {
     if (!input) return;
     input.select();
-    try {
-      await navigator.clipboard.writeText(input.value);
-    } catch {
-      document.execCommand("copy"); // no clipboard API (plain http on another host): the selection
+    let copied = false;
+    try { copied = document.execCommand("copy"); } catch { copied = false; }
+    if (!copied && navigator.clipboard) {
+      try { await navigator.clipboard.writeText(input.value); copied = true; } catch { copied = false; }
     }
-    button.textContent = "Copied";
+    button.textContent = copied ? "Copied" : "Selected: press Ctrl+C";
   }
 })();

@@ -70,7 +70,9 @@ def test_an_api_explain_and_a_click_on_the_same_token_share_one_stored_row(stack
     page = persona.client.get(f"/c/{answer['cacheId']}/")
     assert page.status_code == 200
     clicked = persona.client.post(
-        f"/c/{answer['cacheId']}/s/{snapshot.id}/explain", {"position": last["position"]}
+        f"/c/{answer['cacheId']}/s/{snapshot.id}/explain",
+        {"position": last["position"]},
+        HTTP_HX_REQUEST="true",
     )
     assert clicked.status_code == 200
     assert (
