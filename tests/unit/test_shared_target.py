@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import weakref
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.tiny_models import LAYER, build_tiny_source
 from tests.two_sources import SECOND_LAYER, build_two_sources
@@ -30,11 +30,14 @@ GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=6)
 
 
 def _linked_av(target: Path, av: Path, out: Path) -> None:
-    """An AV as the demo writes it: the target's files hard-linked, and the AV's own sidecar."""
+    """An AV as the demo writes it: the target's files hard-linked, and a sidecar that patches the
+    activation in at a block's output (a hook on the target's own blocks while it decodes)."""
     out.mkdir()
     for file in target.iterdir():
         os.link(file, out / file.name)
-    shutil.copy(av / SIDECAR, out / SIDECAR)
+    meta = yaml.safe_load((av / SIDECAR).read_text(encoding="utf-8"))
+    meta["extraction"]["injection_layer"] = SECOND_LAYER
+    (out / SIDECAR).write_text(yaml.safe_dump(meta, allow_unicode=True), "utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +122,7 @@ def test_an_av_hard_linked_to_the_target_is_the_target_model_and_leaves_no_hook_
     [linked] = _serve(sources["linked"])
     model = linked.target.model
     assert linked.verbalizer.model is model
+    assert linked.verbalizer.meta.injection_layer == SECOND_LAYER
     tokens = _tokens(linked)
 
     def read() -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +151,9 @@ def test_the_shared_model_is_dropped_only_with_the_last_source_that_uses_it(
     assert target() is second.target.model  # the second source still uses it
     assert {"tiny-llama-l1"} in fresh_registry.users()
     assert registry.get_engine(sources["second"].id) is second
+    [linked] = _serve(sources["second"], sources["other"], sources["linked"])[2:]
+    assert linked.target.model is second.target.model  # still held, so not loaded again
+    del linked
     del second
     registry.configure([sources["other"]], device="cpu", dtype="float32")
     gc.collect()
