@@ -19,6 +19,7 @@ from workers.nla.errors import (
     SourceNotServed,
 )
 from workers.nla.loading import decoder_layers
+from workers.nla.shared_models import SharedModels
 from workers.nla.types import ChatTurn, GenerationSettings, MessageSpan, NoProgress
 from workers.source_config import SourceConfig, parse_sources
 
@@ -279,6 +280,7 @@ def test_it_rejects_a_conversation_longer_than_the_source_accepts(engine):
 def test_the_registry_refuses_a_source_it_does_not_serve(source, monkeypatch):
     monkeypatch.setattr(registry, "_served", {})
     monkeypatch.setattr(registry, "_engines", {})
+    monkeypatch.setattr(registry, "_models", SharedModels())
     registry.configure([source], device="cpu", dtype="float32")
     with pytest.raises(SourceNotServed) as caught:
         registry.get_engine("kitft-l41")
@@ -291,6 +293,7 @@ def test_the_registry_refuses_a_source_it_does_not_serve(source, monkeypatch):
 def test_the_registry_loads_a_served_source_once(source, monkeypatch):
     monkeypatch.setattr(registry, "_served", {})
     monkeypatch.setattr(registry, "_engines", {})
+    monkeypatch.setattr(registry, "_models", SharedModels())
     registry.configure([source], device="cpu", dtype="float32")
     engine = registry.get_engine(source.id)
     assert registry.get_engine(source.id) is engine

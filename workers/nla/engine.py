@@ -6,6 +6,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -20,10 +21,18 @@ from workers.nla.errors import (
     WorkerOutOfMemory,
     mismatch,
 )
-from workers.nla.loading import resolve_checkpoint, resolve_device, resolve_dtype, text_config
+from workers.nla.loading import (
+    LoadModel,
+    load_causal_lm,
+    resolve_checkpoint,
+    resolve_device,
+    resolve_dtype,
+    text_config,
+)
 from workers.nla.reconstructor import Reconstructor
 from workers.nla.reference_pool import ReferencePool, token_prefix
 from workers.nla.scoring import fidelities
+from workers.nla.shared_models import SharedModels
 from workers.nla.sidecar import Overrides
 from workers.nla.specificity import specificity
 from workers.nla.target import TargetModel
@@ -85,9 +94,12 @@ class NlaEngine:
         device: str | None = None,
         dtype: str | None = None,
         backend: str = "hf",
+        models: SharedModels | None = None,
     ) -> NlaEngine:
         """Load target, AV and AR of `source` and check that they fit together; `backend` writes
-        replies and explanations unless the source names its own (workers/nla/backends.py)."""
+        replies and explanations unless the source names its own (workers/nla/backends.py).
+        With `models`, the target and the AV are taken from it, shared with every other source of
+        the same weights (shared_models.py); the AR is always this source's own."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         overrides = Overrides(
@@ -97,8 +109,11 @@ class NlaEngine:
             source.var_baseline,
             source.calibration,
         )
-        target = TargetModel.from_checkpoint(resolve_checkpoint(source.target), dev, dt)
-        av = Verbalizer.from_checkpoint(resolve_checkpoint(source.av), dev, dt, overrides)
+        load: LoadModel = load_causal_lm
+        if models is not None:
+            load = partial(models.causal_lm, user=source.id)
+        target = TargetModel.from_checkpoint(resolve_checkpoint(source.target), dev, dt, load)
+        av = Verbalizer.from_checkpoint(resolve_checkpoint(source.av), dev, dt, overrides, load)
         ar_path = resolve_checkpoint(source.ar)
         ar = Reconstructor.from_checkpoint(ar_path, dev, dt, overrides)
         _check_pair(source, target, av, ar)

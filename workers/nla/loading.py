@@ -77,6 +77,10 @@ def load_tokenizer(path: Path) -> Any:
         return AutoTokenizer.from_pretrained(path)
 
 
+#: How a causal LM is loaded: `load_causal_lm`, or a worker's shared copy (shared_models.py).
+LoadModel = Callable[[Path, torch.device | None, torch.dtype], nn.Module]
+
+
 def load_causal_lm(path: Path, device: torch.device | None, dtype: torch.dtype) -> nn.Module:
     """A causal LM in eval mode on `device` (None: sharded over the visible devices)."""
     from transformers import AutoModelForCausalLM

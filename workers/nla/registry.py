@@ -1,5 +1,6 @@
 """One engine per source per worker process, loaded lazily on first use (never at import or before a
-fork), shared by threads; a load holds only its own source's lock."""
+fork), shared by threads; a load holds only its own source's lock. Engines of sources with the same
+target (or AV) weights share one loaded model (shared_models.py), dropped with the last of them."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import Sequence
 
 from workers.nla.engine import NlaEngine
 from workers.nla.errors import SourceNotServed
+from workers.nla.shared_models import SharedModels
 from workers.source_config import SourceConfig
 
 _lock = threading.Lock()
 _served: dict[str, SourceConfig] = {}
 _engines: dict[str, NlaEngine] = {}
 _loading: dict[str, threading.Lock] = {}
+_models = SharedModels()
 _placement: dict[str, str | None] = {"device": None, "dtype": None, "backend": "hf"}
 
 
@@ -30,6 +33,7 @@ def configure(
         _served.update({s.id: s for s in sources})
         for stale in set(_engines) - set(_served):
             del _engines[stale]
+        _models.keep_only(_served)
         _placement.update(device=device, dtype=dtype, backend=backend)
 
 
@@ -46,12 +50,17 @@ def get_engine(source_id: str) -> NlaEngine:
     with loading:
         engine = _engines.get(source_id)
         if engine is None:
-            engine = NlaEngine.load(
-                source,
-                device=_placement["device"],
-                dtype=_placement["dtype"],
-                backend=_placement["backend"] or "hf",
-            )
+            try:
+                engine = NlaEngine.load(
+                    source,
+                    device=_placement["device"],
+                    dtype=_placement["dtype"],
+                    backend=_placement["backend"] or "hf",
+                    models=_models,
+                )
+            except BaseException:
+                _models.release(source_id)  # what it took is no engine's
+                raise
             with _lock:
                 _engines[source_id] = engine
         return engine

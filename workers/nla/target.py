@@ -11,7 +11,7 @@ from torch import nn
 
 from workers.nla.capture import capture_block_output
 from workers.nla.decode import DecodeSpec, generate
-from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer
+from workers.nla.loading import LoadModel, decoder_layers, load_causal_lm, load_tokenizer
 from workers.nla.types import (
     ChatTurn,
     GenerationSettings,
@@ -65,9 +65,14 @@ class TargetModel:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Path, device: torch.device | None, dtype: torch.dtype
+        cls,
+        path: Path,
+        device: torch.device | None,
+        dtype: torch.dtype,
+        load: LoadModel = load_causal_lm,
     ) -> TargetModel:
-        return cls(load_causal_lm(path, device, dtype), load_tokenizer(path))
+        """The target in `path`; `load` may hand out a model other sources share."""
+        return cls(load(path, device, dtype), load_tokenizer(path))
 
     def tokenize(
         self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool = False

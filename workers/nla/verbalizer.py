@@ -17,7 +17,13 @@ from torch import nn
 from workers.nla.decode import Decoded, DecodeSpec, generate
 from workers.nla.errors import CheckpointIncompatible, mismatch
 from workers.nla.inject import embeddings_with_injection, patched_block_output, rescale
-from workers.nla.loading import decoder_layers, load_causal_lm, load_tokenizer, text_config
+from workers.nla.loading import (
+    LoadModel,
+    decoder_layers,
+    load_causal_lm,
+    load_tokenizer,
+    text_config,
+)
 from workers.nla.refill import Prompt, generate_refill
 from workers.nla.sidecar import SIDECAR, AvMeta, Overrides, parse_av, read_yaml
 from workers.nla.types import GenerationSettings, VerbalizedText
@@ -101,13 +107,15 @@ class Verbalizer:
         device: torch.device | None,
         dtype: torch.dtype,
         overrides: Overrides | None = None,
+        load: LoadModel = load_causal_lm,
     ) -> Verbalizer:
+        """The AV in `path`; `load` may hand out a model other sources (or the target) share."""
         where = str(path / SIDECAR)
         meta = parse_av(read_yaml(path), where, overrides)
         tokenizer = load_tokenizer(path)
         ids = prompt_ids(tokenizer, meta)
         marker = check_prompt(tokenizer, meta, ids, where)
-        model = load_causal_lm(path, device, dtype)
+        model = load(path, device, dtype)
         hidden = text_config(model.config).hidden_size
         if hidden != meta.d_model:
             raise mismatch(where, "d_model", hidden, meta.d_model)
