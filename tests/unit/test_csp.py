@@ -94,3 +94,14 @@ def test_private_pages_are_never_stored_by_a_cache(owner):
         assert owner.client.get(url).headers["Cache-Control"] == "private, no-store", url
     # A view that chose its own header keeps it; the health probe reads no session.
     assert "Cache-Control" not in Client().get("/healthz").headers
+
+
+def test_no_template_comment_spans_lines():
+    """Django's {# … #} ends on its own line; one left open prints itself onto the page."""
+    open_comments = {
+        str(p.relative_to(REPO)): n
+        for p in TEMPLATES
+        for n, line in enumerate(p.read_text().splitlines(), start=1)
+        if "{#" in line and "#}" not in line.split("{#", 1)[1]
+    }
+    assert open_comments == {}

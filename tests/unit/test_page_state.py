@@ -77,6 +77,7 @@ def test_a_click_answers_with_the_url_its_chip_and_the_chip_it_closes(owner):
     # the token whose section the click replaced keeps its tint and loses its outline
     assert _oob_chip(html, hashes[MEOW - 1]).split() == ["tok", "explained", "low"]
     assert html.count('hx-swap-oob="outerHTML:.tok') == 2  # no other chip is sent
+    assert "{#" not in html and "{%" not in html  # no template syntax shows on the page
 
 
 def test_a_refreshed_section_brings_its_tint_and_the_panels_count(owner):
