@@ -15,6 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from nlaweb.api.keys import NewKey, matches, new_key, prefix_of
+from nlaweb.jobs.life import QueuedJobQuerySet
 from nlaweb.jobs.liveness import api_job_gave_up, gave_up, silent
 
 
@@ -125,7 +126,7 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 WORKER_LOST = "WorkerLost"
 
 
-class ApiJobQuerySet(models.QuerySet["ApiJob"]):
+class ApiJobQuerySet(QueuedJobQuerySet["ApiJob"]):
     """Every state change of an API job: send, claim, beat, requeue, give up, finish, fail, cancel.
     The API, the latents page, the store and the sweeper call these; nothing else updates status."""
 
@@ -138,21 +139,7 @@ class ApiJobQuerySet(models.QuerySet["ApiJob"]):
         """Queued jobs whose message reached the broker before `before` (lost, if none waits)."""
         return self.filter(status=QUEUED, sent_at__lt=before)
 
-    def silent(self, now: datetime) -> ApiJobQuerySet:
-        """Running jobs whose worker went silent (see nlaweb.jobs.liveness.silent)."""
-        return self.filter(silent(now), status=RUNNING)
-
-    def held_by(self, job_id: str) -> ApiJobQuerySet:
-        """Jobs whose result the worker job `job_id` (a Celery task id) may store: still running
-        it, or handed back by the sweeper and not taken again. A job another worker took since
-        keeps that worker's result: the task id on the row fences one that was taken for dead."""
-        return self.filter(Q(status=RUNNING, job_id=job_id) | Q(status=QUEUED, job_id=""))
-
     # -- state changes ------------------------------------------------------------------------
-    def mark_sent(self, now: datetime) -> int:
-        """The broker took their message: queued jobs are not the sweeper's to send."""
-        return self.filter(status=QUEUED).update(sent_at=now)
-
     def claim(self, pk: str, job_id: str, now: datetime) -> ApiJob | None:
         """Job `pk` taken by the worker job `job_id`: queued, redelivered to the same task id (its
         process died), or running under a silent worker. Failed instead once JOB_MAX_ATTEMPTS
@@ -187,10 +174,6 @@ class ApiJobQuerySet(models.QuerySet["ApiJob"]):
             attempts=F("attempts") + 1,
             job_id=job_id,
         )
-
-    def beat(self, job_id: str, now: datetime) -> int:
-        """The worker job `job_id` is alive: its running jobs say so."""
-        return self.filter(status=RUNNING, job_id=job_id).update(heartbeat_at=now)
 
     def requeue(self) -> int:
         """Back to queued and unsent (attempts kept): the sweeper sends it again."""

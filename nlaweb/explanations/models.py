@@ -20,6 +20,7 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from nlaweb.chat.models import prefix_hashes, prefix_key
+from nlaweb.jobs.life import QueuedJobQuerySet
 from nlaweb.jobs.liveness import explanation_gave_up, gave_up, silent, silent_before
 from workers.nla.calibration import PLACE_WORDS
 
@@ -35,17 +36,13 @@ class Claim:
     released: list[Explanation] = field(default_factory=list)
 
 
-class ExplanationQuerySet(models.QuerySet["Explanation"]):
+class ExplanationQuerySet(QueuedJobQuerySet["Explanation"]):
     """Every state change of a row's job: queue, send, claim, beat, requeue, give up, finish, fail,
     cancel. The store, the sweeper, the views and the API call these; nothing else updates status."""
 
     # -- which rows ---------------------------------------------------------------------------
     def in_flight(self) -> ExplanationQuerySet:
         return self.filter(status__in=(QUEUED, RUNNING))
-
-    def silent(self, now: datetime) -> ExplanationQuerySet:
-        """Running rows whose worker went silent (see nlaweb.jobs.liveness.silent)."""
-        return self.filter(silent(now), status=RUNNING)
 
     def locked(self) -> ExplanationQuerySet:
         """Locked for this transaction; rows another transaction holds are skipped, not awaited."""
@@ -72,10 +69,6 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
         return ranked.order_by(order, "owner_since", "owner", "created_at", "position")
 
     # -- state changes ------------------------------------------------------------------------
-    def mark_sent(self, now: datetime) -> int:
-        """The broker took their job: rows still queued are not the sweeper's to send."""
-        return self.filter(status=QUEUED).update(sent_at=now)
-
     def start(self, job_id: str, now: datetime) -> int:
         """Taken by job `job_id`: running, alive now, one attempt more."""
         return self.update(
@@ -86,10 +79,6 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
             attempts=F("attempts") + 1,
             job_id=job_id,
         )
-
-    def beat(self, job_id: str, now: datetime) -> int:
-        """The worker of job `job_id` is alive: its running rows say so."""
-        return self.filter(status=RUNNING, job_id=job_id).update(heartbeat_at=now)
 
     def requeue(self) -> int:
         """Back to queued and unsent (attempts kept): the next sweep, or the caller, sends them."""
@@ -103,12 +92,6 @@ class ExplanationQuerySet(models.QuerySet["Explanation"]):
 
     def set_stage(self, stage: str) -> int:
         return self.update(stage=stage)
-
-    def held_by(self, job_id: str) -> ExplanationQuerySet:
-        """Rows whose result `job_id` may store: still running it, or handed back by the sweeper
-        and not taken again. A row another job took keeps that job's result (the job id on the
-        row fences a worker that was taken for dead)."""
-        return self.filter(Q(status=RUNNING, job_id=job_id) | Q(status=QUEUED, job_id=""))
 
     def finish(self, fields: dict[str, Any], now: datetime) -> int:
         """Store a result; only on rows still running or handed back untaken (`held_by` picks
