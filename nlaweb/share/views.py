@@ -205,15 +205,13 @@ def _share_answer(
 ) -> HttpResponse:
     """`response` with the chips whose outline moved and the URL of the page (view or embed)."""
     before = shared_page(share, ",".join(PageState.of(request).open))
-    now = shared_page(share, ",".join(after.open)).open if after.open else []
-    update = chips_update(before.thread, before.open_prefixes, {e.prefix_hash for e in now}, after)
+    by_id = {str(e.pk): e for e in before.explained.values()}
+    now = {by_id[i].prefix_hash for i in after.open if i in by_id}
+    update = chips_update(before.thread, before.open_prefixes, now, after)
     embed = reverse("share_embed", args=[share.id])
-    current = getattr(request, "htmx", None) and request.htmx.current_url_abs_path  # type: ignore[attr-defined]
-    path = (
-        embed
-        if current and current.split("?")[0] == embed
-        else reverse("share_view", args=[share.id])
-    )
+    htmx = getattr(request, "htmx", None)
+    current = (htmx.current_url_abs_path if htmx else None) or ""
+    path = embed if current.split("?")[0] == embed else reverse("share_view", args=[share.id])
     return respond(
         request, response, update, path, readonly=True, pinned_position=share.pinned_position
     )

@@ -6,18 +6,19 @@ and here, once)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django_htmx.http import replace_url
 
 from nlaweb.chat.models import Conversation
 from nlaweb.explanations.models import Explanation
 from nlaweb.explanations.with_source import split_open
 from nlaweb.thread.panel import batch_status, opened
-from nlaweb.thread.state import PageState, answer_with_url
+from nlaweb.thread.state import PageState
 from nlaweb.thread.view import Chip, ThreadView, shown_leaf, thread_view
 
 
@@ -50,23 +51,19 @@ def panel_update(
     `replaced`: the answer is the whole panel, which renders its own count."""
     before = PageState.of(request)
     view = thread_view(conversation, shown_leaf(conversation, before.at or None))
-    chips = all_chips(view)
-    prefixes = {c.prefix for c in chips}
+    prefixes = {c.prefix for c in all_chips(view)}
     was = shown_sections(conversation, before, prefixes)
-    now = shown_sections(conversation, after, prefixes)
-    touched = {e.prefix_hash for e in [*was, *now]}
+    rows = opened(conversation, after.open, prefixes)
+    now = split_open(rows)[0]
     leaf = view.leaf.pk if view.leaf else ""
-    return PageUpdate(
-        state=after.showing(leaf).opening(e.pk for e in opened(conversation, after.open, prefixes)),
-        chips=[c for c in chips if c.prefix in touched],
-        open_prefixes=frozenset(e.prefix_hash for e in now),
-        batch=batch_status(now) if was and not replaced else None,
-    )
+    state = after.showing(leaf).opening(e.pk for e in rows)
+    update = chips_update(view, {e.prefix_hash for e in was}, {e.prefix_hash for e in now}, state)
+    return replace(update, batch=batch_status(now) if was and not replaced else None)
 
 
 def chips_update(view: ThreadView, was: set[str], now: set[str], state: PageState) -> PageUpdate:
     """The chips of the token prefixes open before (`was`) or after (`now`) rendered again, with
-    the outline on `now`'s: a read-only page (a share) that has no batch count."""
+    the outline on `now`'s (a share's answers use it as it is: they have no count)."""
     chips = [c for c in all_chips(view) if c.prefix in was | now]
     return PageUpdate(state=state, chips=chips, open_prefixes=frozenset(now))
 
@@ -93,7 +90,7 @@ def respond(
         return response
     context = {"update": update, "open_prefixes": update.open_prefixes, **chip_context}
     response.write(render_to_string("thread/updates.html", context, request))
-    return answer_with_url(request, response, update.state, path)
+    return replace_url(response, update.state.url(path))
 
 
 def conversation_path(conversation: Conversation) -> str:
